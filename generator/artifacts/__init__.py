@@ -1,0 +1,15 @@
+"""The pure core: settings in, {relative path: bytes} out."""
+
+from __future__ import annotations
+
+from generator.artifacts import compose, image
+from generator.settings import Settings
+
+
+def build(settings: Settings) -> dict[str, bytes]:
+    """Every artifact for these settings; nothing when MLflow is disabled."""
+    if not settings.server.enabled:
+        return {}
+    image_files = image.build(settings)
+    files = {**image_files, **compose.build(settings, image_files)}
+    return dict(sorted(files.items()))

@@ -1,0 +1,115 @@
+"""`python -m generator`: the only module that prints, exits or writes files.
+
+Randomness (generated passwords) happens here too, and is saved to the
+project's .env.secrets before anything is rendered, so builds stay pure.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from generator import artifacts
+from generator.envfiles import SECRETS_FILE, ProjectEnv, cascade, read_project_env
+from generator.errors import UserError
+from generator.output import diff_outputs, write_outputs
+from generator.projectfiles import append_secrets
+from generator.settings import load_settings, mlflow_enabled
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="nself's MLflow service: build its artifacts.")
+
+GENERATED_PASSWORD_BYTES = 32  # token_urlsafe(32) gives 43 URL-safe characters
+
+
+@app.callback()
+def main() -> None:
+    """nself's MLflow service."""
+
+
+@app.command()
+def build(
+    project_dir: Path = typer.Option(Path("."), "--project-dir", help="The nself project holding the .env files."),
+    env: Optional[str] = typer.Option(None, "--env", help="dev, staging or prod; default: ENV from the files, else dev."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Where artifacts go; default: PROJECT_DIR/out."),
+    check: bool = typer.Option(False, "--check", help="Write nothing; exit 1 with a diff if out/ is not up to date."),
+) -> None:
+    """Render the MLflow artifacts from the project's env cascade."""
+    out_dir = out if out is not None else project_dir / "out"
+    try:
+        files, notices = _plan(project_dir, env, generate_passwords=not check)
+    except UserError as error:
+        _fail(error)
+    for notice in notices:
+        typer.echo(notice, err=True)
+    if check:
+        difference = diff_outputs(out_dir, files)
+        if difference:
+            sys.stdout.write(difference)
+            typer.echo(f"{out_dir}: out of date; run the build to update it", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"{out_dir}: up to date")
+        return
+    report = write_outputs(out_dir, files)
+    typer.echo(
+        f"{out_dir}: {len(report.written)} written, {len(report.unchanged)} unchanged, {len(report.removed)} removed"
+    )
+
+
+def _plan(project_dir: Path, env: str | None, generate_passwords: bool) -> tuple[dict[str, bytes], list[str]]:
+    if not project_dir.is_dir():
+        raise UserError(f"--project-dir: {project_dir} is not a directory")
+    project_env = read_project_env(project_dir, env)
+    if not mlflow_enabled(project_env):
+        return {}, []
+    settings = load_settings(project_env)
+    notices = []
+    missing = settings.missing_passwords
+    if missing:
+        if not generate_passwords:
+            raise UserError(
+                f"{', '.join(missing)}: not set yet; a build generates and saves {'them' if len(missing) > 1 else 'it'}"
+                f" to {SECRETS_FILE}, so run it without --check first"
+            )
+        _refuse_hidden_secrets(project_env, missing)
+        append_secrets(project_dir / SECRETS_FILE, {name: _new_password() for name in missing})
+        notices.append(f"generated {', '.join(missing)} and saved to {SECRETS_FILE}")
+        project_env = read_project_env(project_dir, env)
+        settings = load_settings(project_env)
+        if settings.missing_passwords:
+            raise UserError(f"{', '.join(settings.missing_passwords)}: still unset after saving to {SECRETS_FILE}")
+    if settings.minio_auto_enabled:
+        notices.append(
+            "MINIO_ENABLED is not true: MLflow stores artifacts in MinIO, so MinIO is turned on "
+            "(docker-compose.mlflow.yml adds a minio service)"
+        )
+    return artifacts.build(settings), notices
+
+
+def _refuse_hidden_secrets(project_env: ProjectEnv, missing: tuple[str, ...]) -> None:
+    """A later file's empty NAME= would hide a password saved to .env.secrets."""
+    order = cascade(project_env.env)
+    problems = []
+    for name in missing:
+        origin = project_env.origins.get(name)
+        if origin is not None and order.index(origin.source) > order.index(SECRETS_FILE):
+            problems.append(
+                f"{name} (in {origin.source} line {origin.line}): is empty, and {origin.source} is read after "
+                f"{SECRETS_FILE}, so it would hide the generated password; accepted: delete that line, "
+                "or set a password there"
+            )
+    if problems:
+        raise UserError("\n".join(problems))
+
+
+def _new_password() -> str:
+    return secrets.token_urlsafe(GENERATED_PASSWORD_BYTES)
+
+
+def _fail(error: UserError) -> None:
+    typer.echo(f"Error: {error.message}", err=True)
+    raise typer.Exit(error.exit_code)
+

@@ -1,0 +1,39 @@
+"""One golden file per artifact per profile, under snapshots/<profile>/."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import EXAMPLES, PROFILES, build_profile
+from tests.snapshot_files import SNAPSHOTS_DIR, artifact_extension
+
+# The init program is copied verbatim into the image's build context; it is
+# source code, reviewed as such, and checked against the package below.
+COPIED_SOURCE_PREFIX = "mlflow/init/"
+
+BUILDS = {profile: build_profile(EXAMPLES / profile) for profile in PROFILES}
+CASES = [
+    (profile, path)
+    for profile, files in BUILDS.items()
+    for path in files
+    if not path.startswith(COPIED_SOURCE_PREFIX)
+]
+
+
+@pytest.mark.parametrize(("profile", "artifact"), CASES, ids=[f"{p}/{a}" for p, a in CASES])
+def test_artifact_matches_snapshot(profile, artifact, snapshot):
+    content = BUILDS[profile][artifact].decode()
+    assert content == snapshot(extension_class=artifact_extension(profile, artifact))
+
+
+def test_snapshot_folder_holds_exactly_artifacts_times_profiles():
+    expected = {f"{profile}/{artifact}" for profile, artifact in CASES}
+    present = {
+        path.relative_to(SNAPSHOTS_DIR).as_posix() for path in SNAPSHOTS_DIR.rglob("*") if path.is_file()
+    }
+    assert present == expected
+
+
+def test_every_profile_builds_the_same_artifact_set():
+    inventories = {profile: sorted(files) for profile, files in BUILDS.items()}
+    assert len({tuple(paths) for paths in inventories.values()}) == 1, inventories
