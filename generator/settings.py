@@ -466,10 +466,10 @@ def _unknown_variable(name: str) -> str:
 def compose_quoting_problem(name: str, origin: EnvValue) -> str | None:
     """Refuse values that Docker Compose would read differently from us.
 
-    Compose expands '$' in unquoted and double-quoted values, keeps '\\$' in
-    double quotes as '$', and treats '\\\\' and "\\'" in single quotes
-    literally where python-dotenv unescapes them. Single quotes without
-    those escapes are read identically by both.
+    Compared with python-dotenv, Compose expands '$' in unquoted and
+    double-quoted values, and keeps the backslash of "\\'" in double
+    quotes; in single quotes it keeps both characters of '\\\\' and
+    "\\'". Every other form reads the same to both (tests prove it).
     """
     text = origin.raw_text
     where = f"{name} (in {origin.source} line {origin.line})"
@@ -480,15 +480,15 @@ def compose_quoting_problem(name: str, origin: EnvValue) -> str | None:
                 "by Docker Compose; accepted: a value without those sequences"
             )
         return None
-    if "$" in origin.raw:
+    if "$" in text:
         return (
             f"{where}: contains '$', which Docker Compose would expand; accepted: the value in single quotes, "
             f"for example {name}='...'"
         )
-    if origin.quoting == '"' and "\\" in text:
+    if origin.quoting == '"' and "\\'" in text:
         return (
-            f"{where}: a backslash inside double quotes is read differently by Docker Compose; "
-            f"accepted: the value in single quotes, for example {name}='...'"
+            f"{where}: \"\\'\" inside double quotes is read differently by Docker Compose; "
+            "accepted: a plain ' without the backslash"
         )
     return None
 

