@@ -110,9 +110,10 @@ def parse_env_file(path: Path, display_name: str) -> dict[str, EnvValue]:
     values: dict[str, EnvValue] = {}
     with path.open(encoding="utf-8") as stream:
         for binding in parse_stream(stream):
+            line = _first_content_line(binding.original.string, binding.original.line)
             if binding.error:
                 problems.append(
-                    f"{display_name} line {binding.original.line}: cannot parse this line; "
+                    f"{display_name} line {line}: cannot parse this line; "
                     "expected NAME=value, a comment or a blank line"
                 )
                 continue
@@ -125,13 +126,19 @@ def parse_env_file(path: Path, display_name: str) -> dict[str, EnvValue]:
             values[binding.key] = EnvValue(
                 raw=binding.value,
                 source=display_name,
-                line=binding.original.line,
+                line=line,
                 quoting=quoting,
                 raw_text=raw_text,
             )
     if problems:
         raise UserError("\n".join(problems))
     return values
+
+
+def _first_content_line(original: str, line: int) -> int:
+    """python-dotenv counts from the blank lines before a binding; skip them."""
+    stripped = original.lstrip()
+    return line + original[: len(original) - len(stripped)].count("\n")
 
 
 def _quoting_of(original: str, key: str) -> tuple[str, str]:

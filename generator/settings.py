@@ -198,7 +198,11 @@ class DatabaseSettings(_Section):
     password: Password
     admin_user: Annotated[str, BeforeValidator(_identifier)]
     admin_password: Password
-    main_database: Annotated[str, BeforeValidator(_identifier)]
+    # Only compared with MLFLOW_DB_NAME; nself names it after the project.
+    main_database: Annotated[
+        str,
+        BeforeValidator(_matching(r"[A-Za-z0-9_$-]{1,63}", "must be a database name; accepted: 1-63 letters, digits, '_', '$' or '-'")),
+    ]
     host: Hostname
     port: Port
 
@@ -418,7 +422,8 @@ def load_settings(project_env: ProjectEnv) -> Settings:
     problems.update(_cross_checks(values, problems))
 
     if problems:
-        raise SettingsError([problems[name] for name in sorted(problems)])
+        secrets = [project_env.values.get(name, "") for name in SECRET_VARIABLES]
+        raise SettingsError([_redact(problems[name], secrets) for name in sorted(problems)])
 
     storage: StorageSettings = built["storage"]  # type: ignore[assignment]
     minio_auto_enabled = not storage.minio_enabled
@@ -452,8 +457,15 @@ def _describe(name: str, detail: Any, project_env: ProjectEnv) -> str:
     if name in SECRET_VARIABLES:
         return f"{name}{where}: {message}"
     shown = project_env.values.get(name)
-    got = f" (got {shown!r})" if shown is not None else ""
+    got = f" (got {shown!r})" if shown is not None and origin is not None and "$" not in origin.raw else ""
     return f"{name}{where}: {message}{got}"
+
+
+def _redact(message: str, secrets: list[str]) -> str:
+    """A setting may pull a secret in through ${...}: never echo it."""
+    for value in sorted(filter(None, secrets), key=len, reverse=True):
+        message = message.replace(value, "***")
+    return message
 
 
 def _unknown_variable(name: str) -> str:

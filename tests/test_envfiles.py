@@ -313,6 +313,17 @@ def test_references_ignore_files_outside_the_cascade(tmp_path):
     assert read_project_env(project, "prod").values["A"] == "prod"
 
 
+def test_origins_record_the_line_of_each_assignment(tmp_path):
+    # .env files group settings in blank-line separated sections; errors
+    # quote "(in FILE line N)", so N must be the assignment's own line.
+    project = write_tree(tmp_path, {".env": "A=1\n# comment\nB=2\n\n\nC=3\n\n   D=4\nexport E=5\n"})
+
+    origins = read_project_env(project).origins
+
+    assert {name: origins[name].line for name in "ABCDE"} == {"A": 1, "B": 3, "C": 6, "D": 8, "E": 9}
+    assert all(origin.source == ".env" for origin in origins.values())
+
+
 def test_comment_stripping_is_recorded_in_raw_text(tmp_path):
     origin = read_project_env(write_tree(tmp_path, {".env": "A=value # note\n"})).origins["A"]
 
@@ -357,8 +368,11 @@ def test_single_quotes_break_a_cycle(tmp_path):
         (".env", "MLFLOW_PORT 5000\n", 1),
         (".env", "A=1\nB=2\nC='unterminated\n", 3),
         (".env.secrets", "# header\nPOSTGRES_PASSWORD=ok\n=novalue\n", 3),
-        (".secrets", "\n\nA='x' trailing\n", 3),
+        (".secrets", "# header\n\nA='x' trailing\n", 3),
         (".env.dev", "A=1\nB C=3\n", 2),
+        # blank lines before the bad line must not shift the reported line
+        (".env", "A=1\n\n\nthis is not valid\n", 4),
+        (".env", "# section\nA=1\n\n# section\nB=2\n\nMLFLOW_PORT 5000\n", 7),
     ],
 )
 def test_malformed_line_is_a_user_error_naming_file_and_line(tmp_path, name, text, line):
