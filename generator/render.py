@@ -52,8 +52,8 @@ _environment = jinja2.Environment(
 )
 
 
-def render_template(relative_path: str, **context: Any) -> bytes:
+def render_template(relative_path: str, comment: str = "#", **context: Any) -> bytes:
     """Render templates/<relative_path>.j2; the output path mirrors it."""
     source = f"templates/{relative_path}.j2"
-    text = _environment.get_template(f"{relative_path}.j2").render(header=header(source), **context)
+    text = _environment.get_template(f"{relative_path}.j2").render(header=header(source, comment), **context)
     return text.encode()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from generator.artifacts import compose, image
+from generator.artifacts import bucket, compose, image, sql
 from generator.settings import Settings
 
 
@@ -11,5 +11,10 @@ def build(settings: Settings) -> dict[str, bytes]:
     if not settings.server.enabled:
         return {}
     image_files = image.build(settings)
-    files = {**image_files, **compose.build(settings, image_files)}
+    files = {
+        **image_files,
+        **compose.build(settings, image_files),
+        **sql.build(settings),
+        **bucket.build(settings),
+    }
     return dict(sorted(files.items()))

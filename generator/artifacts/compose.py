@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from generator.artifacts import image
+from generator.artifacts import bucket, image, sql
 from generator.render import to_yaml
 from generator.settings import Settings
 from generator.versions import checks_host_header, uses_uvicorn
@@ -19,6 +19,7 @@ METRICS_DIR = "/run/mlflow-metrics"
 GUNICORN_OPTS = "--timeout 600 --graceful-timeout 30"
 UVICORN_OPTS = "--timeout-keep-alive 75"
 INIT_TIMEOUT_SECONDS = 120
+INIT_FILES_DIR = "/etc/nself-mlflow"
 # Per worker: pool + overflow connections. Budget = workers x 10.
 POOL_SIZE = 5
 POOL_MAX_OVERFLOW = 5
@@ -175,7 +176,13 @@ def init_service(settings: Settings, tag: str) -> dict[str, Any]:
             **_s3_environment(settings),
             "MLFLOW_ARTIFACTS_BUCKET": settings.storage.bucket,
             "MLFLOW_INIT_TIMEOUT": str(INIT_TIMEOUT_SECONDS),
+            "MLFLOW_INIT_SQL": f"{INIT_FILES_DIR}/mlflow.sql",
+            "MLFLOW_INIT_BUCKET_POLICY": f"{INIT_FILES_DIR}/bucket-policy.json",
         },
+        "volumes": [
+            f"./{sql.PATH}:{INIT_FILES_DIR}/mlflow.sql:ro",
+            f"./{bucket.path(settings)}:{INIT_FILES_DIR}/bucket-policy.json:ro",
+        ],
         "labels": {
             "nself.type": "init-container",
             "nself.service": "mlflow",
