@@ -3,7 +3,8 @@
 Each test builds a small project, reads the generated mlflow-init service
 from out/docker-compose.mlflow.yml, and runs `python -m init` from the copy
 in out/mlflow/ (as the image does) with that service's environment, its
-addresses mapped to the loopback servers.
+addresses mapped to the loopback servers. INIT_PYTHON picks another
+interpreter for init, such as the image's Python 3.10 in a venv with its pins.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ def init_environment(project: Path, pg: PostgresServer, s3_endpoint: str) -> dic
 def run_init(project: Path, pg: PostgresServer, s3_endpoint: str, **overrides: str) -> subprocess.CompletedProcess:
     environment = {**init_environment(project, pg, s3_endpoint), **overrides}
     return subprocess.run(
-        [sys.executable, "-m", "init"],
+        [os.environ.get("INIT_PYTHON", sys.executable), "-m", "init"],
         env={"PATH": os.environ["PATH"], "PYTHONPATH": str(project / "out" / "mlflow"), **environment},
         cwd=project,
         capture_output=True,

@@ -108,3 +108,13 @@ def test_scram_verifier_check():
     assert scram_matches(verifier, "pencil")
     assert not scram_matches(verifier, "pencil2")
     assert not scram_matches("md5abcdef", "pencil")
+
+
+def test_init_parses_as_python_3_10_the_2x_images_interpreter():
+    import ast
+    from pathlib import Path
+
+    import init
+
+    for path in Path(init.__file__).parent.glob("*.py"):
+        ast.parse(path.read_text(), filename=str(path), feature_version=(3, 10))
