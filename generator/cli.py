@@ -18,9 +18,15 @@ from generator.envfiles import SECRETS_FILE, ProjectEnv, cascade, read_project_e
 from generator.errors import UserError
 from generator.output import diff_outputs, write_outputs
 from generator.projectfiles import append_secrets
-from generator.settings import load_settings, mlflow_enabled
+from generator.settings import SALT_ALPHABET, load_settings, mlflow_enabled
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="nself's MLflow service: build its artifacts.")
+# No pretty tracebacks: with local variables shown they would print secrets.
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="nself's MLflow service: build its artifacts.",
+)
 
 GENERATED_PASSWORD_BYTES = 32  # token_urlsafe(32) gives 43 URL-safe characters
 
@@ -39,10 +45,14 @@ def build(
 ) -> None:
     """Render the MLflow artifacts from the project's env cascade."""
     out_dir = out if out is not None else project_dir / "out"
+    if out_dir.exists() and not out_dir.is_dir():
+        _fail(UserError(f"--out: {out_dir} exists and is not a directory"))
     try:
         files, notices = _plan(project_dir, env, generate_passwords=not check)
     except UserError as error:
         _fail(error)
+    except OSError as error:
+        _fail(UserError(f"{error.filename}: {error.strerror}"))
     for notice in notices:
         typer.echo(notice, err=True)
     if check:
@@ -53,7 +63,10 @@ def build(
             raise typer.Exit(1)
         typer.echo(f"{out_dir}: up to date")
         return
-    report = write_outputs(out_dir, files)
+    try:
+        report = write_outputs(out_dir, files)
+    except OSError as error:
+        _fail(UserError(f"{error.filename or out_dir}: cannot write ({error.strerror})"))
     typer.echo(
         f"{out_dir}: {len(report.written)} written, {len(report.unchanged)} unchanged, {len(report.removed)} removed"
     )
@@ -67,7 +80,7 @@ def _plan(project_dir: Path, env: str | None, generate_passwords: bool) -> tuple
         return {}, []
     settings = load_settings(project_env)
     notices = []
-    missing = settings.missing_passwords
+    missing = settings.missing_generated
     if missing:
         if not generate_passwords:
             raise UserError(
@@ -75,12 +88,12 @@ def _plan(project_dir: Path, env: str | None, generate_passwords: bool) -> tuple
                 f" to {SECRETS_FILE}, so run it without --check first"
             )
         _refuse_hidden_secrets(project_env, missing)
-        append_secrets(project_dir / SECRETS_FILE, {name: _new_password() for name in missing})
+        append_secrets(project_dir / SECRETS_FILE, {name: _generate(name) for name in missing})
         notices.append(f"generated {', '.join(missing)} and saved to {SECRETS_FILE}")
         project_env = read_project_env(project_dir, env)
         settings = load_settings(project_env)
-        if settings.missing_passwords:
-            raise UserError(f"{', '.join(settings.missing_passwords)}: still unset after saving to {SECRETS_FILE}")
+        if settings.missing_generated:
+            raise UserError(f"{', '.join(settings.missing_generated)}: still unset after saving to {SECRETS_FILE}")
     if settings.minio_auto_enabled:
         notices.append(
             "MINIO_ENABLED is not true: MLflow stores artifacts in MinIO, so MinIO is turned on "
@@ -105,7 +118,10 @@ def _refuse_hidden_secrets(project_env: ProjectEnv, missing: tuple[str, ...]) ->
         raise UserError("\n".join(problems))
 
 
-def _new_password() -> str:
+def _generate(name: str) -> str:
+    if name == "MLFLOW_AUTH_HASH_SALT":
+        alphabet = SALT_ALPHABET
+        return "".join(secrets.choice(alphabet) for _ in range(21)) + secrets.choice(".Oeu")
     return secrets.token_urlsafe(GENERATED_PASSWORD_BYTES)
 
 

@@ -8,6 +8,7 @@ against the merged files only.
 
 from __future__ import annotations
 
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +82,11 @@ def read_project_env(project_dir: Path, env_override: str | None = None) -> Proj
             env = normalise_env(chosen.raw)
             if env is None:
                 raise UserError(_env_error(f"ENV (in {chosen.source})", chosen.raw))
+            if chosen.source not in cascade(env):
+                raise UserError(
+                    f"ENV (in {chosen.source} line {chosen.line}): selects {env}, whose cascade does not read "
+                    f"{chosen.source}, so its other settings would be dropped; set ENV in .env instead"
+                )
 
     origins, files = _merge(project_dir, cascade(env))
     values = _interpolate(origins)
@@ -99,6 +105,10 @@ def _merge(project_dir: Path, names: tuple[str, ...]) -> tuple[dict[str, EnvValu
     for name in names:
         path = project_dir / name
         if not path.is_file():
+            if path.exists() or path.is_symlink():
+                # A dangling link or a directory would otherwise read as an
+                # empty file: MLflow would silently switch off.
+                raise UserError(f"{name}: is not a readable file (a directory, or a link to nothing)")
             continue
         found.append(name)
         merged.update(parse_env_file(path, name))
@@ -106,30 +116,36 @@ def _merge(project_dir: Path, names: tuple[str, ...]) -> tuple[dict[str, EnvValu
 
 
 def parse_env_file(path: Path, display_name: str) -> dict[str, EnvValue]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        line = path.read_bytes()[: error.start].count(b"\n") + 1
+        raise UserError(f"{display_name} line {line}: is not UTF-8 text; save the file as UTF-8") from None
+    except OSError as error:
+        raise UserError(f"{display_name}: cannot be read ({error.strerror})") from None
     problems = []
     values: dict[str, EnvValue] = {}
-    with path.open(encoding="utf-8") as stream:
-        for binding in parse_stream(stream):
-            line = _first_content_line(binding.original.string, binding.original.line)
-            if binding.error:
-                problems.append(
-                    f"{display_name} line {line}: cannot parse this line; "
-                    "expected NAME=value, a comment or a blank line"
-                )
-                continue
-            if binding.key is None:
-                continue
-            if binding.value is None:
-                # A bare NAME with no '=' assigns nothing, as in Docker Compose.
-                continue
-            quoting, raw_text = _quoting_of(binding.original.string, binding.key)
-            values[binding.key] = EnvValue(
-                raw=binding.value,
-                source=display_name,
-                line=line,
-                quoting=quoting,
-                raw_text=raw_text,
+    for binding in parse_stream(io.StringIO(text)):
+        line = _first_content_line(binding.original.string, binding.original.line)
+        if binding.error:
+            problems.append(
+                f"{display_name} line {line}: cannot parse this line; "
+                "expected NAME=value, a comment or a blank line"
             )
+            continue
+        if binding.key is None:
+            continue
+        if binding.value is None:
+            # A bare NAME with no '=' assigns nothing, as in Docker Compose.
+            continue
+        quoting, raw_text = _quoting_of(binding.original.string, binding.key)
+        values[binding.key] = EnvValue(
+            raw=binding.value,
+            source=display_name,
+            line=line,
+            quoting=quoting,
+            raw_text=raw_text,
+        )
     if problems:
         raise UserError("\n".join(problems))
     return values
@@ -204,4 +220,7 @@ def _interpolate(origins: dict[str, EnvValue]) -> dict[str, str]:
         resolved[name] = value
         return value
 
-    return {name: resolve(name) for name in origins}
+    try:
+        return {name: resolve(name) for name in origins}
+    except RecursionError:
+        raise UserError("${...} references nest too deeply (more than a few hundred levels); simplify them") from None

@@ -144,6 +144,51 @@ def _password(minimum: int) -> Callable[[Any], SecretStr | None]:
     return parse
 
 
+def _networks(value: Any) -> tuple[str, ...]:
+    entries = [entry for entry in re.split(r"[,\s]+", str(value).strip()) if entry]
+    networks = []
+    for entry in entries:
+        try:
+            networks.append(str(ipaddress.ip_network(entry, strict=False)))
+        except ValueError:
+            raise _rule(
+                "each entry must be an IP address or CIDR; accepted: a comma-separated list such as "
+                "'10.0.0.0/8, 192.168.1.7'"
+            ) from None
+    return tuple(networks)
+
+
+def _nginx_version(value: Any) -> tuple[int, int, int]:
+    text = str(value).strip()
+    match = re.fullmatch(r"([0-9]+)\.([0-9]+)(?:\.([0-9]+))?", text)
+    if not match:
+        raise _rule("must be an nginx version; accepted: MAJOR.MINOR or MAJOR.MINOR.PATCH such as 1.27 or 1.22.1")
+    return (int(match.group(1)), int(match.group(2)), int(match.group(3) or 0))
+
+
+# (lowest, highest, default) rounds. nginx checks the hash on every request, so
+# the default is the cheapest crypt(3) allows: safe for generated passwords.
+HASH_SCHEMES = {"sha512_crypt": (1000, 999_999_999, 1000), "sha256_crypt": (1000, 999_999_999, 1000), "bcrypt": (4, 31, 10)}
+SALT_ALPHABET = "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def _hash_scheme(value: Any) -> str:
+    text = str(value).strip()
+    if text not in HASH_SCHEMES:
+        raise _rule(f"must be a password hash scheme; accepted: {', '.join(HASH_SCHEMES)}")
+    return text
+
+
+def _salt(value: Any) -> str | None:
+    text = str(value).strip()
+    if not text:
+        return None
+    # 22 characters fit bcrypt, whose last salt character carries 2 bits only.
+    if not re.fullmatch(r"[./0-9A-Za-z]{21}[.Oeu]", text):
+        raise _rule("must be a salt as the build generates it; accepted: 22 characters of ./0-9A-Za-z, or empty")
+    return text
+
+
 Boolean = Annotated[bool, BeforeValidator(_boolean)]
 Port = Annotated[int, BeforeValidator(_integer_between(1, 65535, "a TCP port number"))]
 Password = Annotated[SecretStr | None, BeforeValidator(_password(8))]
@@ -197,7 +242,8 @@ class DatabaseSettings(_Section):
     user: Annotated[str, BeforeValidator(_role_name)]
     password: Password
     admin_user: Annotated[str, BeforeValidator(_identifier)]
-    admin_password: Password
+    # The stack's existing admin password: any printable value, no minimum.
+    admin_password: Annotated[SecretStr | None, BeforeValidator(_password(1))]
     # Only compared with MLFLOW_DB_NAME; nself names it after the project.
     main_database: Annotated[
         str,
@@ -236,8 +282,18 @@ class StorageSettings(_Section):
     ]
 
 
+class ProxySettings(_Section):
+    nginx_version: Annotated[tuple[int, int, int], BeforeValidator(_nginx_version)]
+    allowed_ips: Annotated[tuple[str, ...], BeforeValidator(_networks)]
+    read_timeout: Annotated[int, BeforeValidator(_integer_between(1, 86400, "a number of seconds"))]
+    send_timeout: Annotated[int, BeforeValidator(_integer_between(1, 86400, "a number of seconds"))]
+
+
 class AuthSettings(_Section):
     enabled: Boolean
+    hash_scheme: Annotated[str, BeforeValidator(_hash_scheme)]
+    hash_rounds: Annotated[int, BeforeValidator(_integer_between(4, 999_999_999, "a number of hash rounds"))]
+    hash_salt: Annotated[str | None, BeforeValidator(_salt)]
     username: Annotated[
         str,
         BeforeValidator(
@@ -261,6 +317,7 @@ class Settings(_Section):
     server: ServerSettings
     database: DatabaseSettings
     storage: StorageSettings
+    proxy: ProxySettings
     auth: AuthSettings
     gc: GcSettings
     monitoring: MonitoringSettings
@@ -278,13 +335,15 @@ class Settings(_Section):
         return self.storage.default_artifact_root or self.storage.artifacts_root
 
     @property
-    def missing_passwords(self) -> tuple[str, ...]:
-        """Variables whose password the CLI must generate before a build."""
+    def missing_generated(self) -> tuple[str, ...]:
+        """Variables whose random value the CLI must generate and save before a build."""
         missing = []
         if self.database.password is None:
             missing.append("MLFLOW_DB_PASSWORD")
         if self.auth.enabled and self.auth.password is None:
             missing.append("MLFLOW_AUTH_PASSWORD")
+        if self.auth.enabled and self.auth.hash_salt is None:
+            missing.append("MLFLOW_AUTH_HASH_SALT")
         return tuple(missing)
 
 
@@ -322,6 +381,13 @@ VARIABLES: dict[str, tuple[str, str, str]] = {
     "MLFLOW_AUTH_ENABLED": ("auth", "enabled", "false"),
     "MLFLOW_AUTH_USERNAME": ("auth", "username", "admin"),
     "MLFLOW_AUTH_PASSWORD": ("auth", "password", ""),
+    "MLFLOW_AUTH_HASH": ("auth", "hash_scheme", "sha512_crypt"),
+    "MLFLOW_AUTH_HASH_ROUNDS": ("auth", "hash_rounds", ""),
+    "MLFLOW_AUTH_HASH_SALT": ("auth", "hash_salt", ""),
+    "NGINX_VERSION": ("proxy", "nginx_version", "1.27"),
+    "MLFLOW_ALLOWED_IPS": ("proxy", "allowed_ips", ""),
+    "MLFLOW_PROXY_READ_TIMEOUT": ("proxy", "read_timeout", "600"),
+    "MLFLOW_PROXY_SEND_TIMEOUT": ("proxy", "send_timeout", "600"),
     "MLFLOW_GC_ENABLED": ("gc", "enabled", "true"),
     "MLFLOW_GC_SCHEDULE": ("gc", "schedule", "0 3 * * 0"),
     "MONITORING_ENABLED": ("monitoring", "enabled", "false"),
@@ -379,6 +445,7 @@ def mlflow_enabled(project_env: ProjectEnv) -> bool:
 def load_settings(project_env: ProjectEnv) -> Settings:
     """Validate every variable at once; raise SettingsError listing each problem."""
     values = _with_defaults(project_env.values)
+    hidden = hidden_variables(project_env)
     problems: dict[str, str] = {}
 
     for name in sorted(project_env.values):
@@ -394,6 +461,7 @@ def load_settings(project_env: ProjectEnv) -> Settings:
         "server": ServerSettings,
         "database": DatabaseSettings,
         "storage": StorageSettings,
+        "proxy": ProxySettings,
         "auth": AuthSettings,
         "gc": GcSettings,
         "monitoring": MonitoringSettings,
@@ -406,7 +474,7 @@ def load_settings(project_env: ProjectEnv) -> Settings:
         except ValidationError as error:
             for detail in error.errors():
                 name = variable_of[(section, str(detail["loc"][0]))]
-                problems.setdefault(name, _describe(name, detail, project_env))
+                problems.setdefault(name, _describe(name, detail, project_env, hidden))
 
     for name, reason in _REQUIRED_WHEN_ENABLED.items():
         if name not in problems and not values[name]:
@@ -419,11 +487,10 @@ def load_settings(project_env: ProjectEnv) -> Settings:
             if problem:
                 problems[name] = problem
 
-    problems.update(_cross_checks(values, problems))
+    problems.update(_cross_checks(values, problems, hidden))
 
     if problems:
-        secrets = [project_env.values.get(name, "") for name in SECRET_VARIABLES]
-        raise SettingsError([_redact(problems[name], secrets) for name in sorted(problems)])
+        raise SettingsError([problems[name] for name in sorted(problems)])
 
     storage: StorageSettings = built["storage"]  # type: ignore[assignment]
     minio_auto_enabled = not storage.minio_enabled
@@ -445,27 +512,44 @@ def _with_defaults(raw: dict[str, str]) -> dict[str, str]:
         values["MLFLOW_ARTIFACTS_ROOT"] = f"s3://{values['MLFLOW_ARTIFACTS_BUCKET']}"
     if not values["POSTGRES_DB"]:
         values["POSTGRES_DB"] = values["PROJECT_NAME"]
+    if not values["MLFLOW_AUTH_HASH_ROUNDS"]:
+        scheme = HASH_SCHEMES.get(values["MLFLOW_AUTH_HASH"].strip())
+        values["MLFLOW_AUTH_HASH_ROUNDS"] = str(scheme[2]) if scheme else "5000"
     for name in ("MLFLOW_ARTIFACTS_ROOT", "MLFLOW_DEFAULT_ARTIFACT_ROOT"):
         values[name] = values[name].strip()
     return values
 
 
-def _describe(name: str, detail: Any, project_env: ProjectEnv) -> str:
+def _describe(name: str, detail: Any, project_env: ProjectEnv, hidden: frozenset[str]) -> str:
+    # Rule messages never embed the value; it is appended only when it may be shown.
     message = detail["msg"] if detail["type"] == "rule" else "has an unexpected value"
     origin = project_env.origins.get(name)
     where = f" (in {origin.source} line {origin.line})" if origin else ""
-    if name in SECRET_VARIABLES:
-        return f"{name}{where}: {message}"
     shown = project_env.values.get(name)
-    got = f" (got {shown!r})" if shown is not None and origin is not None and "$" not in origin.raw else ""
+    got = _got(name, shown, hidden) if shown is not None else ""
     return f"{name}{where}: {message}{got}"
 
 
-def _redact(message: str, secrets: list[str]) -> str:
-    """A setting may pull a secret in through ${...}: never echo it."""
-    for value in sorted(filter(None, secrets), key=len, reverse=True):
-        message = message.replace(value, "***")
-    return message
+def hidden_variables(project_env: ProjectEnv) -> frozenset[str]:
+    """Secrets, and every setting that pulls a secret in through ${...}: never echoed."""
+    hidden = set(SECRET_VARIABLES)
+    changed = True
+    while changed:
+        changed = False
+        for name, origin in project_env.origins.items():
+            if name in hidden or origin.quoting == "'":
+                continue
+            if any(reference in hidden for reference in _REFERENCE_NAME.findall(origin.raw)):
+                hidden.add(name)
+                changed = True
+    return frozenset(hidden)
+
+
+_REFERENCE_NAME = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def _got(name: str, value: str, hidden: frozenset[str]) -> str:
+    return "" if name in hidden else f" (got {value!r})"
 
 
 def _unknown_variable(name: str) -> str:
@@ -505,7 +589,7 @@ def compose_quoting_problem(name: str, origin: EnvValue) -> str | None:
     return None
 
 
-def _cross_checks(values: dict[str, str], problems: dict[str, str]) -> dict[str, str]:
+def _cross_checks(values: dict[str, str], problems: dict[str, str], hidden: frozenset[str]) -> dict[str, str]:
     found: dict[str, str] = {}
     bucket = values["MLFLOW_ARTIFACTS_BUCKET"]
     root = values["MLFLOW_ARTIFACTS_ROOT"]
@@ -514,7 +598,7 @@ def _cross_checks(values: dict[str, str], problems: dict[str, str]) -> dict[str,
     ):
         found["MLFLOW_ARTIFACTS_ROOT"] = (
             f"MLFLOW_ARTIFACTS_ROOT: must point into MLFLOW_ARTIFACTS_BUCKET; accepted: s3://{bucket} "
-            f"or s3://{bucket}/PREFIX (got {root!r})"
+            f"or s3://{bucket}/PREFIX{_got('MLFLOW_ARTIFACTS_ROOT', root, hidden)}"
         )
     serve = values["MLFLOW_SERVE_ARTIFACTS"].strip().lower() in ("true", "yes", "1")
     default_root = values["MLFLOW_DEFAULT_ARTIFACT_ROOT"]
@@ -527,18 +611,27 @@ def _cross_checks(values: dict[str, str], problems: dict[str, str]) -> dict[str,
     elif default_root and not re.fullmatch(rf"s3://{re.escape(bucket)}(/[A-Za-z0-9._/-]*)?", default_root):
         found["MLFLOW_DEFAULT_ARTIFACT_ROOT"] = (
             f"MLFLOW_DEFAULT_ARTIFACT_ROOT: must point into MLFLOW_ARTIFACTS_BUCKET; accepted: s3://{bucket} "
-            f"or s3://{bucket}/PREFIX (got {default_root!r})"
+            f"or s3://{bucket}/PREFIX{_got('MLFLOW_DEFAULT_ARTIFACT_ROOT', default_root, hidden)}"
         )
     if "MLFLOW_DB_USER" not in problems and values["MLFLOW_DB_USER"] == values["POSTGRES_USER"]:
         found["MLFLOW_DB_USER"] = (
             "MLFLOW_DB_USER: must differ from POSTGRES_USER; MLflow gets its own least-privileged role "
-            f"(got {values['MLFLOW_DB_USER']!r})"
+            f"{_got('MLFLOW_DB_USER', values['MLFLOW_DB_USER'], hidden)}"
         )
     if "MLFLOW_DB_NAME" not in problems and values["MLFLOW_DB_NAME"] == values["POSTGRES_DB"]:
         found["MLFLOW_DB_NAME"] = (
             "MLFLOW_DB_NAME: must differ from POSTGRES_DB, the stack's main database; MLflow keeps its tables "
-            f"in a database of its own (got {values['MLFLOW_DB_NAME']!r})"
+            f"in a database of its own{_got('MLFLOW_DB_NAME', values['MLFLOW_DB_NAME'], hidden)}"
         )
+    scheme = HASH_SCHEMES.get(values["MLFLOW_AUTH_HASH"].strip())
+    rounds = values["MLFLOW_AUTH_HASH_ROUNDS"].strip()
+    if scheme and "MLFLOW_AUTH_HASH_ROUNDS" not in problems and rounds.isdigit():
+        low, high, _default = scheme
+        if not low <= int(rounds) <= high:
+            found["MLFLOW_AUTH_HASH_ROUNDS"] = (
+                f"MLFLOW_AUTH_HASH_ROUNDS: out of range for {values['MLFLOW_AUTH_HASH'].strip()}; "
+                f"accepted: {low} to {high}{_got('MLFLOW_AUTH_HASH_ROUNDS', rounds, hidden)}"
+            )
     if "MLFLOW_VERSION" not in problems:
         version = parse_version(values["MLFLOW_VERSION"])
         override = values["MLFLOW_VERSION_UNSUPPORTED_OK"].strip().lower() in ("true", "yes", "1")

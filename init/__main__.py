@@ -53,16 +53,19 @@ def main() -> int:
         return 1
     try:
         with connection:
-            for result in postgres.apply(connection, config, echo=log):
+            for result in postgres.apply(connection, config, deadline, echo=log):
                 log_step(result)
+    except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled) as error:
+        log(f"{where}: applying {config.sql_file} did not finish by the deadline ({_first_line(error)}); "
+            "is another session holding a lock on the MLflow role or database?")
+        return 1
     except (psycopg.Error, ScriptError, OSError) as error:
         log(f"{where}: applying {config.sql_file} failed: {_first_line(error)}")
         return 1
 
     where = f"S3 at {config.s3_endpoint}"
-    s3 = bucket.client(config)
     try:
-        exists = bucket.wait_until_reachable(s3, config, deadline)
+        s3, exists = bucket.wait_until_reachable(config, deadline)
     except PermanentError as error:
         log(f"{where}: {error}")
         return 1

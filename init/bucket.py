@@ -24,7 +24,7 @@ _PERMANENT_CODES = {
 }
 
 
-def client(config: InitConfig, timeout: float = 5.0) -> BaseClient:
+def client(config: InitConfig, timeout: float) -> BaseClient:
     return boto3.client(
         "s3",
         endpoint_url=config.s3_endpoint,
@@ -34,23 +34,26 @@ def client(config: InitConfig, timeout: float = 5.0) -> BaseClient:
         config=Config(
             connect_timeout=timeout,
             read_timeout=timeout,
-            retries={"max_attempts": 1, "mode": "standard"},
+            # One try per call: the backoff loop decides about retrying.
+            retries={"total_max_attempts": 1, "mode": "standard"},
             s3={"addressing_style": "path"},
         ),
     )
 
 
-def wait_until_reachable(s3: BaseClient, config: InitConfig, deadline: float) -> bool:
-    """Whether the bucket exists, once the endpoint answers with valid credentials."""
+def wait_until_reachable(config: InitConfig, deadline: float) -> tuple[BaseClient, bool]:
+    """A client, and whether the bucket exists, once the endpoint answers with valid credentials."""
 
-    def attempt(_seconds_left: float) -> bool:
+    def attempt(seconds_left: float) -> tuple[BaseClient, bool]:
+        # Each try's timeouts end at the deadline at the latest.
+        s3 = client(config, timeout=max(0.5, min(5.0, seconds_left)))
         try:
             s3.head_bucket(Bucket=config.bucket)
         except ClientError as error:
             if _code(error) in ("404", "NoSuchBucket", "NotFound"):
-                return False
+                return s3, False
             raise
-        return True
+        return s3, True
 
     return until_deadline(attempt, deadline, _describe, _is_permanent)
 
@@ -99,7 +102,7 @@ def _code(error: ClientError) -> str:
 
 
 def _is_permanent(error: Exception) -> bool:
-    if isinstance(error, ParamValidationError):
+    if isinstance(error, (ParamValidationError, ValueError)):  # ValueError: a malformed endpoint URL
         return True
     return isinstance(error, ClientError) and _code(error) in _PERMANENT_CODES
 

@@ -18,6 +18,7 @@ class InitConfig:
     pg_port: str
     admin_user: str
     admin_password: str
+    admin_database: str
     db_name: str
     db_user: str
     db_password: str
@@ -46,6 +47,7 @@ class InitConfig:
             pg_port=environ.get("PGPORT", "5432"),
             admin_user=environ["PGUSER"],
             admin_password=environ["PGPASSWORD"],
+            admin_database=environ.get("PGDATABASE", "postgres"),
             db_name=environ["MLFLOW_DB_NAME"],
             db_user=environ["MLFLOW_DB_USER"],
             db_password=environ["MLFLOW_DB_PASSWORD"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import time
 
 import psycopg
 
@@ -26,7 +27,7 @@ def connect(config: InitConfig, deadline: float) -> psycopg.Connection:
             port=config.pg_port,
             user=config.admin_user,
             password=config.admin_password,
-            dbname="postgres",
+            dbname=config.admin_database,
             connect_timeout=max(2, min(10, int(seconds_left))),
             application_name="mlflow-init",
             autocommit=True,
@@ -49,8 +50,12 @@ def _describe(error: Exception) -> str:
     return lines[-1] if lines else type(error).__name__
 
 
-def apply(connection: psycopg.Connection, config: InitConfig, echo) -> list[StepResult]:
+def apply(connection: psycopg.Connection, config: InitConfig, deadline: float, echo) -> list[StepResult]:
+    """Run the SQL file; nothing in it may wait past the deadline (a held lock, say)."""
     script = config.sql_file.read_text(encoding="utf-8")
+    remaining_ms = max(int((deadline - time.monotonic()) * 1000), 1)
+    connection.execute("SELECT set_config('lock_timeout', %s, false)", (str(remaining_ms),))
+    connection.execute("SELECT set_config('statement_timeout', %s, false)", (str(remaining_ms),))
     verifier = password_verifier(connection, config.db_user, config.db_password)
     return run_script(connection, script, {PASSWORD_VARIABLE: verifier}, echo=echo)
 

@@ -160,7 +160,7 @@ def test_env_override_wins_over_the_files(tmp_path):
     [
         ({".env": "ENV=prod\n"}, "prod"),
         ({".env": "ENV=staging\n"}, "staging"),
-        ({".env.local": "ENV=staging\n"}, "staging"),
+        ({".env.local": "ENV=dev\n"}, "dev"),
         ({".env.dev": "ENV=prod\n"}, "prod"),
         ({".env.secrets": "ENV=prod\n"}, "prod"),
         ({".secrets": "ENV=staging\n"}, "staging"),
@@ -182,6 +182,13 @@ def test_env_from_the_files(tmp_path, files, expected):
 
     assert result.env == expected
     assert result.values["ENV"] == expected
+
+
+@pytest.mark.parametrize("env", ["staging", "prod"])
+def test_env_chosen_in_env_local_for_a_cascade_that_skips_it_is_refused(tmp_path, env):
+    """.env.local is read in dev only: choosing another ENV there would drop its other values."""
+    with pytest.raises(UserError, match=r"ENV \(in \.env\.local line 1\): selects"):
+        read_project_env(write_tree(tmp_path, {".env.local": f"ENV={env}\nMLFLOW_WORKERS=7\n"}))
 
 
 def test_env_chosen_from_files_selects_that_cascade(tmp_path):
@@ -421,7 +428,7 @@ ISOLATION_ENV = MINIMAL_ENV + (
     "MLFLOW_AUTH_USERNAME=admin${FROM_OS}\n"
     "MLFLOW_GC_SCHEDULE=${GC_FROM_OS:-0 3 * * 0}\n"
 )
-ISOLATION_SECRETS = MINIMAL_SECRETS + "MLFLOW_AUTH_PASSWORD=auth-secret-from-files-1\n"
+ISOLATION_SECRETS = MINIMAL_SECRETS + "MLFLOW_AUTH_PASSWORD=auth-secret-from-files-1\nMLFLOW_AUTH_HASH_SALT=abcdefghijklmnopqrstuu\n"
 # Each would change the result if the core read os.environ.
 CONFLICTING_PROCESS_ENV = {
     "ENV": "prod",

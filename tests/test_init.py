@@ -374,3 +374,42 @@ def test_without_the_password_variable_psql_creates_the_role_and_skips_the_passw
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "mlflow_password is not set" in result.stdout
+
+
+def test_a_held_lock_ends_at_the_deadline_not_never(fresh, postgres_server, s3_server):
+    from generator.artifacts.sql import LOCK_KEY
+
+    with admin(postgres_server) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
+        started = time.monotonic()
+        result = run_init(fresh, postgres_server, s3_server.endpoint, MLFLOW_INIT_TIMEOUT="3")
+        elapsed = time.monotonic() - started
+        holder.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+
+    assert result.returncode == 1
+    assert elapsed < 8, elapsed
+    assert "did not finish by the deadline" in result.stdout and "Traceback" not in result.stderr
+
+
+def test_an_s3_endpoint_that_never_answers_fails_at_the_deadline(fresh, postgres_server):
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    try:
+        started = time.monotonic()
+        result = run_init(fresh, postgres_server, f"http://127.0.0.1:{silent.getsockname()[1]}",
+                          MLFLOW_INIT_TIMEOUT="3")
+        elapsed = time.monotonic() - started
+    finally:
+        silent.close()
+    assert result.returncode == 1
+    assert 3 <= elapsed < 7, elapsed
+    assert "not reachable after 3 s" in result.stdout
+
+
+def test_a_malformed_s3_endpoint_is_one_clear_line(fresh, postgres_server):
+    result = run_init(fresh, postgres_server, "minio:9000")
+    assert result.returncode == 1
+    assert "S3 at minio:9000" in result.stdout and "Traceback" not in result.stderr

@@ -35,7 +35,10 @@ def test_empty_passwords_are_generated_once_saved_and_never_printed(project, tmp
         assert re.fullmatch(r"[A-Za-z0-9_-]{32,}", value), name
         assert value not in first.stdout + first.stderr
         assert value not in "".join(p.read_text() for p in (tmp_path / "out").rglob("*") if p.is_file())
-    assert "generated MLFLOW_DB_PASSWORD, MLFLOW_AUTH_PASSWORD" in first.stderr
+    assert "generated MLFLOW_DB_PASSWORD, MLFLOW_AUTH_PASSWORD, MLFLOW_AUTH_HASH_SALT" in first.stderr
+    # The htpasswd salt is saved input too, so rebuilds give the same hash.
+    assert re.fullmatch(r"[./0-9A-Za-z]{21}[.Oeu]", saved_value(project, "MLFLOW_AUTH_HASH_SALT"))
+    htpasswd = (tmp_path / "out" / "nginx/includes/mlflow.htpasswd").read_bytes()
     assert read_project_env(project).values["MLFLOW_DB_PASSWORD"] == saved_value(project, "MLFLOW_DB_PASSWORD")
 
     second = run_generator("build", "--project-dir", project, "--out", tmp_path / "out")
@@ -43,6 +46,8 @@ def test_empty_passwords_are_generated_once_saved_and_never_printed(project, tmp
     assert second.returncode == 0, second.stderr
     assert (project / ".env.secrets").read_text() == text  # reused, not regenerated
     assert "generated" not in second.stderr
+    assert "0 written" in second.stdout
+    assert (tmp_path / "out" / "nginx/includes/mlflow.htpasswd").read_bytes() == htpasswd
 
 
 def test_the_secrets_file_is_created_when_missing(project, tmp_path):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from generator.artifacts import bucket, compose, image, sql
+from generator.artifacts import bucket, compose, image, nginx, sql
 from generator.settings import Settings
 
 
@@ -16,5 +16,6 @@ def build(settings: Settings) -> dict[str, bytes]:
         **compose.build(settings, image_files),
         **sql.build(settings),
         **bucket.build(settings),
+        **nginx.build(settings),
     }
     return dict(sorted(files.items()))

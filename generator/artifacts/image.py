@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from generator.render import render_template
+from generator.render import header, render_template
 from generator.settings import Settings
 from generator.versions import MlflowVersion, needs_sqlalchemy_pin
 
@@ -35,11 +35,12 @@ def requirements(version: MlflowVersion) -> list[str]:
 
 
 def init_sources() -> dict[str, bytes]:
-    """The init package, copied verbatim into the build context."""
-    return {
-        f"{BUILD_CONTEXT}/init/{path.relative_to(INIT_PACKAGE_DIR).as_posix()}": path.read_bytes()
-        for path in sorted(INIT_PACKAGE_DIR.rglob("*.py"))
-    }
+    """The init package, copied into the build context below a do-not-edit header."""
+    files = {}
+    for path in sorted(INIT_PACKAGE_DIR.rglob("*.py")):
+        relative = path.relative_to(INIT_PACKAGE_DIR).as_posix()
+        files[f"{BUILD_CONTEXT}/init/{relative}"] = header(f"init/{relative}").encode() + path.read_bytes()
+    return files
 
 
 def build(settings: Settings) -> dict[str, bytes]:
