@@ -158,6 +158,20 @@ def _networks(value: Any) -> tuple[str, ...]:
     return tuple(networks)
 
 
+def _positive_number(maximum: float, what: str) -> Callable[[Any], float]:
+    def parse(value: Any) -> float:
+        text = str(value).strip()
+        try:
+            number = float(text)
+        except ValueError:
+            number = -1.0
+        if not re.fullmatch(r"[0-9]+(\.[0-9]+)?", text) or not 0 < number <= maximum:
+            raise _rule(f"must be {what}; accepted: a number greater than 0 and at most {maximum:g}")
+        return number
+
+    return parse
+
+
 def _nginx_version(value: Any) -> tuple[int, int, int]:
     text = str(value).strip()
     match = re.fullmatch(r"([0-9]+)\.([0-9]+)(?:\.([0-9]+))?", text)
@@ -310,6 +324,9 @@ class GcSettings(_Section):
 
 class MonitoringSettings(_Section):
     enabled: Boolean
+    p95_latency_seconds: Annotated[float, BeforeValidator(_positive_number(3600, "a number of seconds"))]
+    error_ratio: Annotated[float, BeforeValidator(_positive_number(1, "a ratio of requests"))]
+    bucket_size_gb: Annotated[float, BeforeValidator(_positive_number(1_000_000, "a size in GB"))]
 
 
 class Settings(_Section):
@@ -391,6 +408,9 @@ VARIABLES: dict[str, tuple[str, str, str]] = {
     "MLFLOW_GC_ENABLED": ("gc", "enabled", "true"),
     "MLFLOW_GC_SCHEDULE": ("gc", "schedule", "0 3 * * 0"),
     "MONITORING_ENABLED": ("monitoring", "enabled", "false"),
+    "MLFLOW_ALERT_P95_LATENCY_SECONDS": ("monitoring", "p95_latency_seconds", "2"),
+    "MLFLOW_ALERT_ERROR_RATIO": ("monitoring", "error_ratio", "0.05"),
+    "MLFLOW_ALERT_BUCKET_SIZE_GB": ("monitoring", "bucket_size_gb", "50"),
 }
 
 SECRET_VARIABLES = frozenset({"MLFLOW_DB_PASSWORD", "MLFLOW_AUTH_PASSWORD", "POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD"})

@@ -38,7 +38,8 @@ def nself_base(project_name: str, with_minio: bool) -> dict:
     return {"services": services, "networks": {network: {"name": network, "driver": "bridge"}}}
 
 
-def compose_config(binary: Path, project_dir: Path, files: dict[str, bytes], env: str, with_minio: bool = True):
+def compose_config(binary: Path, project_dir: Path, files: dict[str, bytes], env: str, with_minio: bool = True,
+                   quiet: bool = False):
     """Run `config` on nself's base merged with the fragment, env files in cascade order."""
     settings = load_settings(read_project_env(project_dir, env))
     base = project_dir / "docker-compose.yml"
@@ -46,7 +47,7 @@ def compose_config(binary: Path, project_dir: Path, files: dict[str, bytes], env
     fragment = project_dir / compose.PATH
     fragment.write_bytes(files[compose.PATH])
     env_files = [arg for name in cascade(env) if (project_dir / name).exists() for arg in ("--env-file", project_dir / name)]
-    command = [binary, "-f", base, "-f", fragment, *env_files, "config", "--format", "json"]
+    command = [binary, "-f", base, "-f", fragment, *env_files, "config", *(["-q"] if quiet else ["--format", "json"])]
     return subprocess.run(command, capture_output=True, text=True, cwd=project_dir, timeout=60)
 
 
@@ -64,8 +65,10 @@ def test_every_profile_passes_compose_config(profile, compose_bin, tmp_path):
     files = build_profile(project_dir)
 
     result = compose_config(compose_bin, project_dir, files, env)
+    quiet = compose_config(compose_bin, project_dir, files, env, quiet=True)
 
     assert result.returncode == 0, result.stderr
+    assert quiet.returncode == 0 and quiet.stdout == "", quiet.stderr
     model = json.loads(result.stdout)
     mlflow = model["services"]["mlflow"]
     settings = load_settings(read_project_env(project_dir))

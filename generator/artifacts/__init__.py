@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from generator.artifacts import bucket, compose, image, nginx, sql
+from generator.artifacts import bucket, compose, grafana, image, nginx, prometheus, sql
 from generator.settings import Settings
 
 
@@ -17,5 +17,7 @@ def build(settings: Settings) -> dict[str, bytes]:
         **sql.build(settings),
         **bucket.build(settings),
         **nginx.build(settings),
+        **prometheus.build(settings),
+        **grafana.build(settings),
     }
     return dict(sorted(files.items()))

@@ -24,6 +24,7 @@ INIT_FILES_DIR = "/etc/nself-mlflow"
 POOL_SIZE = 5
 POOL_MAX_OVERFLOW = 5
 MINIO_IMAGE = "quay.io/minio/minio"
+BLACKBOX_IMAGE = "quay.io/prometheus/blackbox-exporter:v0.25.0"
 
 
 @dataclass(frozen=True)
@@ -207,6 +208,8 @@ def minio_service(settings: Settings) -> dict[str, Any]:
         "environment": {
             "MINIO_ROOT_USER": storage.root_user,
             "MINIO_ROOT_PASSWORD": _secret("MINIO_ROOT_PASSWORD", "set it in .env.secrets"),
+            # Lets Prometheus read bucket usage without a bearer token.
+            **({"MINIO_PROMETHEUS_AUTH_TYPE": "public"} if settings.monitoring.enabled else {}),
         },
         "volumes": ["minio_data:/data"],
         "ports": [f"127.0.0.1:{storage.minio_port}:9000", f"127.0.0.1:{storage.minio_console_port}:9001"],
@@ -222,6 +225,16 @@ def minio_service(settings: Settings) -> dict[str, Any]:
     }
 
 
+def blackbox_service(settings: Settings) -> dict[str, Any]:
+    """Probes MLflow's /health for Prometheus (the mlflow-health scrape job)."""
+    return {
+        "image": BLACKBOX_IMAGE,
+        "container_name": f"{settings.stack.project_name}_mlflow_blackbox",
+        "restart": "unless-stopped",
+        "networks": [network_name(settings)],
+    }
+
+
 def build(settings: Settings, image_files: dict[str, bytes]) -> dict[str, bytes]:
     tag = image.image_tag(settings, image_files)
     services: dict[str, Any] = {
@@ -229,6 +242,8 @@ def build(settings: Settings, image_files: dict[str, bytes]) -> dict[str, bytes]
         "mlflow-init": init_service(settings, tag),
     }
     document: dict[str, Any] = {"services": services}
+    if settings.monitoring.enabled:
+        services["mlflow-blackbox"] = blackbox_service(settings)
     if settings.minio_auto_enabled:
         services["minio"] = minio_service(settings)
         document["volumes"] = {"minio_data": {}}
