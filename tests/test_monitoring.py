@@ -16,7 +16,7 @@ from generator.artifacts import grafana, prometheus
 from tests.conftest import EXAMPLES, PROFILES, ROOT, build_profile, require_tool
 
 MONITORED = [profile for profile in PROFILES if prometheus.RULES_PATH in build_profile(EXAMPLES / profile)]
-SCHEMA = ROOT.parent / "shared" / "schemas" / "grafana-dashboard.schema.json"
+SCHEMA = ROOT / "tests" / "schemas" / "grafana-dashboard.schema.json"
 # What `mlflow server --expose-prometheus` serves (prometheus-flask-exporter); no path label.
 MLFLOW_METRICS = {
     "mlflow_http_request_total",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 
@@ -205,8 +206,10 @@ def test_nginx_starts_while_mlflow_does_not_resolve(project, nginx_version):
     server = NginxServer(nginx.vhost(settings).decode(), settings.public_host, "mlflow:5000")
     try:
         server.start()
+        started = time.monotonic()
         status, _ = server.request("GET", "/")
         assert status == 502  # up, and honest that the upstream is missing
+        assert time.monotonic() - started < 10  # resolver_timeout, not nginx's default 30 s
     finally:
         server.stop()
 
