@@ -99,6 +99,10 @@ def _plan(project_dir: Path, env: str | None, generate_passwords: bool) -> tuple
             "MINIO_ENABLED is not true: MLflow stores artifacts in MinIO, so MinIO is turned on "
             "(docker-compose.mlflow.yml adds a minio service)"
         )
+    if settings.monitoring.enabled and not settings.minio_auto_enabled:
+        notices.append(
+            "MONITORING_ENABLED: the MinIO scrape jobs need MINIO_PROMETHEUS_AUTH_TYPE=public on nself's minio service"
+        )
     return artifacts.build(settings), notices
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -50,6 +51,7 @@ def _read(path: Path) -> bytes | None:
 
 
 def _write_atomically(path: Path, content: bytes, mode: int = 0o644) -> None:
+    """Replace path; an existing file keeps its mode and group (say, an htpasswd made 0640 for nginx)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -57,6 +59,16 @@ def _write_atomically(path: Path, content: bytes, mode: int = 0o644) -> None:
             stream.write(content)
             stream.flush()
             os.fsync(stream.fileno())
+        try:
+            existing = path.stat()
+        except FileNotFoundError:
+            existing = None
+        if existing is not None:
+            mode = stat.S_IMODE(existing.st_mode)
+            try:
+                os.chown(temporary, -1, existing.st_gid)
+            except PermissionError:
+                pass  # not a member of that group: the mode still carries over
         os.chmod(temporary, mode)
         os.replace(temporary, path)
     except BaseException:

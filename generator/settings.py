@@ -249,6 +249,15 @@ class ServerSettings(_Section):
         ),
     ]
     workers: Annotated[int, BeforeValidator(_integer_between(1, 64, "a number of workers"))]
+    memory_limit: Annotated[
+        str,
+        BeforeValidator(
+            _matching(
+                r"[1-9][0-9]*[kmg]",
+                "must be a container memory limit; accepted: a whole number with k, m or g, such as 512m or 2g",
+            )
+        ),
+    ]
 
 
 class DatabaseSettings(_Section):
@@ -376,6 +385,7 @@ VARIABLES: dict[str, tuple[str, str, str]] = {
     "MLFLOW_PORT": ("server", "port", "5000"),
     "MLFLOW_ROUTE": ("server", "route", "mlflow"),
     "MLFLOW_WORKERS": ("server", "workers", "2"),
+    "MLFLOW_MEMORY_LIMIT": ("server", "memory_limit", "2g"),
     "MLFLOW_DB_NAME": ("database", "name", "mlflow"),
     "MLFLOW_DB_USER": ("database", "user", "mlflow"),
     "MLFLOW_DB_PASSWORD": ("database", "password", ""),

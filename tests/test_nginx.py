@@ -100,7 +100,8 @@ def credentials(settings):
 def test_basic_auth_guards_every_path(staging):
     server, settings = staging
     for path in ("/", "/api/2.0/mlflow/experiments/search?max_results=1", "/ajax-api/2.0/mlflow/runs/search",
-                 "/get-artifact?path=x", "/api/2.0/mlflow-artifacts/artifacts/x", "/metrics", "/version"):
+                 "/get-artifact?path=x", "/api/2.0/mlflow-artifacts/artifacts/x", "/metrics", "/version",
+                 "/api/2.0/mlflow/experiments/list", "/api/2.0/mlflow/registered-models/list"):
         assert server.request("GET", path)[0] == 401, path
         assert server.request("GET", path, auth=(settings.auth.username, "wrong-password"))[0] == 401, path
         assert server.request("GET", path, auth=credentials(settings))[0] == 200, path
@@ -109,6 +110,16 @@ def test_basic_auth_guards_every_path(staging):
 def test_health_stays_open(staging):
     server, _settings = staging
     assert server.request("GET", "/health")[0] == 200
+
+
+def test_only_health_itself_passes_without_credentials(staging, upstream):
+    """A path nginx normalises to /health reaches MLflow as /health, never as written."""
+    server, _settings = staging
+    for path in ("/api/2.0/mlflow/experiments/search/../../../../../health?max_results=1",
+                 "/get-artifact/%2e%2e/health?path=model"):
+        status, _ = server.request("GET", path)
+        assert status == 200
+        assert upstream.requests[-1]["path"] == "/health", path
 
 
 def test_headers_reach_the_upstream(staging, upstream):
@@ -175,6 +186,8 @@ def test_security_headers_and_no_version(staging):
     connection.close()
     assert response.getheader("Server") == "nginx"
     assert response.getheader("X-Content-Type-Options") == "nosniff"
+    assert response.getheader("X-Frame-Options") == "SAMEORIGIN"
+    assert response.getheader("Referrer-Policy") == "strict-origin-when-cross-origin"
     assert response.getheader("Strict-Transport-Security")
 
 

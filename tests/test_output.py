@@ -134,3 +134,16 @@ def test_output_uses_unix_newlines_and_ends_with_one(tmp_path):
             content = path.read_bytes()
             assert b"\r" not in content, path
             assert content.endswith(b"\n") and not content.endswith(b"\n\n"), path
+
+
+def test_a_rewritten_file_keeps_the_mode_its_owner_gave_it(tmp_path):
+    from generator.output import write_outputs
+
+    out = tmp_path / "out"
+    write_outputs(out, {"nginx/includes/mlflow.htpasswd": b"user:hash-1\n"})
+    (out / "nginx/includes/mlflow.htpasswd").chmod(0o640)
+
+    write_outputs(out, {"nginx/includes/mlflow.htpasswd": b"user:hash-2\n"})
+
+    assert (out / "nginx/includes/mlflow.htpasswd").read_bytes() == b"user:hash-2\n"
+    assert (out / "nginx/includes/mlflow.htpasswd").stat().st_mode & 0o777 == 0o640

@@ -145,6 +145,8 @@ def mlflow_service(settings: Settings, tag: str) -> dict[str, Any]:
             **_s3_environment(settings),
         },
         "ports": [f"127.0.0.1:{settings.server.port}:{CONTAINER_PORT}"],
+        # The seed's production sizing; the memory alert measures against it.
+        "mem_limit": settings.server.memory_limit,
         "tmpfs": [METRICS_DIR],
         "healthcheck": _healthcheck(),
         "depends_on": {

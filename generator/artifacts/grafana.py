@@ -22,8 +22,11 @@ DASHBOARDS_IN_CONTAINER = "/var/lib/grafana/dashboards"
 WIDTH = 24
 
 
-def _target(expr: str, legend: str, ref: str) -> dict[str, Any]:
-    return {"datasource": DATASOURCE, "expr": expr, "legendFormat": legend, "refId": ref}
+def _target(expr: str, legend: str, ref: str, table: bool = False) -> dict[str, Any]:
+    target = {"datasource": DATASOURCE, "expr": expr, "legendFormat": legend, "refId": ref}
+    if table:
+        target.update(instant=True, range=False, format="table")
+    return target
 
 
 def _panel(kind: str, title: str, targets: list[tuple[str, str]], unit: str, description: str = "") -> dict[str, Any]:
@@ -32,7 +35,10 @@ def _panel(kind: str, title: str, targets: list[tuple[str, str]], unit: str, des
         "title": title,
         "description": description,
         "datasource": DATASOURCE,
-        "targets": [_target(expr, legend, chr(ord("A") + index)) for index, (expr, legend) in enumerate(targets)],
+        "targets": [
+            _target(expr, legend, chr(ord("A") + index), table=kind == "table")
+            for index, (expr, legend) in enumerate(targets)
+        ],
         "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
         "options": {},
     }

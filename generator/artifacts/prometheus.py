@@ -104,17 +104,26 @@ def alerts(settings: Settings) -> list[dict[str, Any]]:
             f"(threshold {monitoring.p95_latency_seconds:g}s, MLFLOW_ALERT_P95_LATENCY_SECONDS).",
         ),
         _alert(
+            "MLflowMonitoringTargetDown",
+            f'up{{job=~"{HEALTH_JOB}|{BUCKET_JOB}.*"}} == 0', "10m", "warning",
+            "A scrape job of the MLflow monitoring fails",
+            "Prometheus cannot scrape {{ $labels.job }} at {{ $labels.instance }}: the MLflow health and MinIO "
+            "alerts are blind until it is back (for MinIO, check MINIO_PROMETHEUS_AUTH_TYPE=public).",
+        ),
+        _alert(
             "MLflowPostgresDown", "pg_up == 0", "2m", "critical",
             "PostgreSQL is down",
             "postgres_exporter cannot reach PostgreSQL, which holds MLflow's metadata.",
         ),
         _alert(
+            # The whole server: MLflow fails to connect when any database
+            # uses up max_connections, not only its own.
             "MLflowDatabaseConnectionsNearLimit",
-            f'datname:pg_stat_activity_count:sum{{datname="{database}"}}\n'
-            "/ on () group_left () max(pg_settings_max_connections) > 0.8",
+            "sum(pg_stat_activity_count) / max(pg_settings_max_connections) > 0.8",
             "5m", "warning",
-            "The MLflow database uses most PostgreSQL connections",
-            f"Connections to {database} are {{{{ $value | humanizePercentage }}}} of max_connections.",
+            "PostgreSQL is close to max_connections",
+            f"PostgreSQL uses {{{{ $value | humanizePercentage }}}} of max_connections; MLflow ({database}) "
+            f"needs up to {settings.server.workers * 10} (MLFLOW_WORKERS x 10).",
         ),
         _alert(
             "MLflowLongRunningTransaction",
@@ -164,7 +173,7 @@ def rules(settings: Settings) -> dict[str, Any]:
 
 def scrape_configs(settings: Settings) -> dict[str, Any]:
     """Jobs nself's monitoring bundle lacks: MLflow itself, its /health, and MinIO's bucket metrics."""
-    minio = settings.storage.endpoint.split("://", 1)[1].rstrip("/")
+    scheme, minio = settings.storage.endpoint.rstrip("/").split("://", 1)
     return {
         "scrape_configs": [
             {
@@ -188,11 +197,13 @@ def scrape_configs(settings: Settings) -> dict[str, Any]:
                 # Bucket usage and cluster capacity; MinIO must allow it with
                 # MINIO_PROMETHEUS_AUTH_TYPE=public (see the README).
                 "job_name": BUCKET_JOB,
+                "scheme": scheme,
                 "metrics_path": "/minio/v2/metrics/bucket",
                 "static_configs": [{"targets": [minio]}],
             },
             {
                 "job_name": f"{BUCKET_JOB}-cluster",
+                "scheme": scheme,
                 "metrics_path": "/minio/v2/metrics/cluster",
                 "static_configs": [{"targets": [minio]}],
             },
