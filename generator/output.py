@@ -6,6 +6,7 @@ be removed without touching anything else in out/.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import os
@@ -65,10 +66,9 @@ def _write_atomically(path: Path, content: bytes, mode: int = 0o644) -> None:
             existing = None
         if existing is not None:
             mode = stat.S_IMODE(existing.st_mode)
-            try:
+            # Without membership of that group the chown fails; the mode still carries over.
+            with contextlib.suppress(PermissionError):
                 os.chown(temporary, -1, existing.st_gid)
-            except PermissionError:
-                pass  # not a member of that group: the mode still carries over
         os.chmod(temporary, mode)
         os.replace(temporary, path)
     except BaseException:
