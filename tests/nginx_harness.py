@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -74,7 +73,7 @@ class NginxServer:
         text = _replace_present(text, "listen 80;", f"listen 127.0.0.1:{self.http_port};")
         certificate_dir = re.search(r"ssl_certificate\s+(\S+)/fullchain\.pem;", text).group(1)
         text = _replace_present(text, f"{certificate_dir}/", f"{certificates}/")
-        text = _replace_present(text, f"set $mlflow_upstream mlflow:5000;", f"set $mlflow_upstream {self.upstream};")
+        text = _replace_present(text, "set $mlflow_upstream mlflow:5000;", f"set $mlflow_upstream {self.upstream};")
         if self.htpasswd is not None:
             (self.prefix / "mlflow.htpasswd").write_bytes(self.htpasswd)
             (self.prefix / "mlflow.htpasswd").chmod(0o644)

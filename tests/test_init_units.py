@@ -118,3 +118,10 @@ def test_init_parses_as_python_3_10_the_2x_images_interpreter():
 
     for path in Path(init.__file__).parent.glob("*.py"):
         ast.parse(path.read_text(), filename=str(path), feature_version=(3, 10))
+
+
+def test_init_passes_the_password_under_the_name_the_sql_file_reads():
+    from generator.artifacts.sql import PASSWORD_VARIABLE as read_by_sql
+    from init.postgres import PASSWORD_VARIABLE as passed_by_init
+
+    assert passed_by_init == read_by_sql

@@ -38,6 +38,11 @@ class EnvRef:
         return f"${{{self.name}:?{self.name} is not set: {self.reason}}}"
 
 
+MLFLOW_DB_PASSWORD = EnvRef("MLFLOW_DB_PASSWORD", "run nself build to generate it")
+POSTGRES_PASSWORD = EnvRef("POSTGRES_PASSWORD", "set it in .env.secrets")
+MINIO_ROOT_PASSWORD = EnvRef("MINIO_ROOT_PASSWORD", "set it in .env.secrets")
+
+
 def _escape(value: Any) -> Any:
     """Literal strings must reach the container as written: '$' becomes '$$'."""
     if isinstance(value, EnvRef):
@@ -101,15 +106,11 @@ def allowed_hosts(settings: Settings) -> list[str]:
     ]
 
 
-def _secret(name: str, reason: str) -> EnvRef:
-    return EnvRef(name, reason)
-
-
 def _s3_environment(settings: Settings) -> dict[str, Any]:
     return {
         "MLFLOW_S3_ENDPOINT_URL": settings.storage.endpoint.rstrip("/"),
         "AWS_ACCESS_KEY_ID": settings.storage.root_user,
-        "AWS_SECRET_ACCESS_KEY": _secret("MINIO_ROOT_PASSWORD", "set it in .env.secrets"),
+        "AWS_SECRET_ACCESS_KEY": MINIO_ROOT_PASSWORD,
     }
 
 
@@ -125,21 +126,21 @@ def _healthcheck() -> dict[str, Any]:
     }
 
 
-def _image(settings: Settings, tag: str) -> dict[str, Any]:
+def _image(tag: str) -> dict[str, Any]:
     return {"build": {"context": f"./{image.BUILD_CONTEXT}", "dockerfile": "Dockerfile"}, "image": tag}
 
 
 def mlflow_service(settings: Settings, tag: str) -> dict[str, Any]:
     project = settings.stack.project_name
     return {
-        **_image(settings, tag),
+        **_image(tag),
         "container_name": f"{project}_mlflow",
         "restart": "unless-stopped",
         "init": True,
         "command": server_command(settings),
         "environment": {
             "MLFLOW_BACKEND_STORE_URI": backend_store_uri(settings),
-            "PGPASSWORD": _secret("MLFLOW_DB_PASSWORD", "run nself build to generate it"),
+            "PGPASSWORD": MLFLOW_DB_PASSWORD,
             "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": str(POOL_SIZE),
             "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": str(POOL_MAX_OVERFLOW),
             **_s3_environment(settings),
@@ -162,7 +163,7 @@ def init_service(settings: Settings, tag: str) -> dict[str, Any]:
     project = settings.stack.project_name
     database = settings.database
     return {
-        **_image(settings, tag),
+        **_image(tag),
         "container_name": f"{project}_mlflow_init",
         "restart": "no",
         "command": ["python", "-m", "init"],
@@ -171,11 +172,11 @@ def init_service(settings: Settings, tag: str) -> dict[str, Any]:
             "PGHOST": database.host,
             "PGPORT": str(database.port),
             "PGUSER": database.admin_user,
-            "PGPASSWORD": _secret("POSTGRES_PASSWORD", "set it in .env.secrets"),
+            "PGPASSWORD": POSTGRES_PASSWORD,
             "PGDATABASE": "postgres",
             "MLFLOW_DB_NAME": database.name,
             "MLFLOW_DB_USER": database.user,
-            "MLFLOW_DB_PASSWORD": _secret("MLFLOW_DB_PASSWORD", "run nself build to generate it"),
+            "MLFLOW_DB_PASSWORD": MLFLOW_DB_PASSWORD,
             **_s3_environment(settings),
             "MLFLOW_ARTIFACTS_BUCKET": settings.storage.bucket,
             "MLFLOW_INIT_TIMEOUT": str(INIT_TIMEOUT_SECONDS),
@@ -209,7 +210,7 @@ def minio_service(settings: Settings) -> dict[str, Any]:
         "command": ["server", "/data", "--console-address", ":9001"],
         "environment": {
             "MINIO_ROOT_USER": storage.root_user,
-            "MINIO_ROOT_PASSWORD": _secret("MINIO_ROOT_PASSWORD", "set it in .env.secrets"),
+            "MINIO_ROOT_PASSWORD": MINIO_ROOT_PASSWORD,
             # Lets Prometheus read bucket usage without a bearer token.
             **({"MINIO_PROMETHEUS_AUTH_TYPE": "public"} if settings.monitoring.enabled else {}),
         },

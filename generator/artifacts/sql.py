@@ -12,6 +12,7 @@ from generator.settings import Settings
 PATH = "postgres/init/mlflow.sql"
 # pg_advisory_lock key: the first 8 bytes of sha256("nself-mlflow-init").
 LOCK_KEY = 9223288186706704020
+# init/postgres.py passes the same name (a test holds them together).
 PASSWORD_VARIABLE = "mlflow_password"
 
 
@@ -31,5 +32,6 @@ def build(settings: Settings) -> dict[str, bytes]:
         database=database.name,
         database_ident=quote_identifier(database.name),
         lock_key=LOCK_KEY,
+        password_variable=PASSWORD_VARIABLE,
     )
     return {PATH: sql}

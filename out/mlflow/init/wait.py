@@ -13,10 +13,6 @@ FIRST_DELAY = 0.05
 MAX_DELAY = 1.0
 
 
-class InitFailure(Exception):
-    """A one-line cause that names the service and what to check; exit code 1."""
-
-
 class PermanentError(Exception):
     """Retrying cannot help (wrong password, access denied): stop now."""
 
