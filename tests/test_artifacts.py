@@ -40,6 +40,9 @@ def test_serving_off_uses_the_default_artifact_root(project):
 def test_every_network_address_comes_from_an_environment_variable():
     """A test harness can point both services at loopback through their environment."""
     built = services(EXAMPLES / "prod")
+    # 2.9.2's `mlflow gc` reads its store from the command line only.
+    gc_command = built["mlflow-gc"].pop("command")
+    assert gc_command[gc_command.index("--backend-store-uri") + 1] == built["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"]
     flat = yaml.safe_dump({name: {k: v for k, v in svc.items() if k != "environment"} for name, svc in built.items()})
     for address in ("postgres:5432", "minio:9000", "http://minio"):
         assert address not in flat
@@ -106,3 +109,21 @@ def test_the_image_tag_changes_with_the_build_context(project):
     changed = {**files, "mlflow/Dockerfile": files["mlflow/Dockerfile"] + b"# edit\n"}
     assert image.image_tag(settings, files) != image.image_tag(settings, changed)
     assert image.image_tag(settings, files) == image.image_tag(settings, dict(files))
+
+
+def test_gc_service_runs_the_scheduler_against_the_server():
+    built = services(EXAMPLES / "prod")
+    gc = built["mlflow-gc"]
+    assert gc["command"][:4] == ["python", "-m", "init.gc", "--"]
+    assert gc["command"][4:6] == ["mlflow", "gc"]
+    assert gc["environment"]["MLFLOW_GC_SCHEDULE"] == "0 3 * * 0"
+    # Proxied artifacts are deleted only through the server.
+    assert gc["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert gc["environment"]["PGPASSWORD"].startswith("${MLFLOW_DB_PASSWORD:?")
+    assert "AWS_SECRET_ACCESS_KEY" not in gc["environment"]
+    assert gc["image"] == built["mlflow"]["image"]
+    assert gc["healthcheck"]["test"] == ["CMD", "python", "-m", "init.gc", "--healthcheck"]
+
+
+def test_gc_off_has_no_gc_service():
+    assert "mlflow-gc" not in services(EXAMPLES / "gc-off")

@@ -200,6 +200,43 @@ def init_service(settings: Settings, tag: str) -> dict[str, Any]:
     }
 
 
+def gc_command(settings: Settings) -> list[str]:
+    # 2.9.2 has no env var for the store; --backend-store-uri exists in every
+    # supported version. The password comes from PGPASSWORD, as for the server.
+    return ["mlflow", "gc", "--backend-store-uri", backend_store_uri(settings)]
+
+
+def gc_service(settings: Settings, tag: str) -> dict[str, Any]:
+    environment: dict[str, Any] = {
+        "MLFLOW_GC_SCHEDULE": settings.gc.schedule,
+        # Proxied artifacts (mlflow-artifacts:/) are deleted only through the
+        # server; without this gc fails on the 'file' scheme and deletes
+        # nothing. Inside the network the server needs no credentials: basic
+        # auth is nginx's.
+        "MLFLOW_TRACKING_URI": f"http://mlflow:{CONTAINER_PORT}",
+        "PGPASSWORD": MLFLOW_DB_PASSWORD,
+    }
+    if not settings.storage.serve_artifacts:
+        environment.update(_s3_environment(settings))  # gc deletes s3:// artifacts itself
+    return {
+        **_image(tag),
+        "container_name": f"{settings.stack.project_name}_mlflow_gc",
+        "restart": "unless-stopped",
+        "init": True,
+        "command": ["python", "-m", "init.gc", "--", *gc_command(settings)],
+        "environment": environment,
+        # Unhealthy while the last run failed, so `nself status` shows it.
+        "healthcheck": {
+            "test": ["CMD", "python", "-m", "init.gc", "--healthcheck"],
+            "interval": "60s",
+            "timeout": "10s",
+            "retries": 1,
+        },
+        "depends_on": {"mlflow": {"condition": "service_healthy"}},
+        "networks": [network_name(settings)],
+    }
+
+
 def minio_service(settings: Settings) -> dict[str, Any]:
     """Only when MLflow turned MinIO on: nself's own stack then has none."""
     storage = settings.storage
@@ -245,6 +282,8 @@ def build(settings: Settings, image_files: dict[str, bytes]) -> dict[str, bytes]
         "mlflow-init": init_service(settings, tag),
     }
     document: dict[str, Any] = {"services": services}
+    if settings.gc.enabled:
+        services["mlflow-gc"] = gc_service(settings, tag)
     if settings.monitoring.enabled:
         services["mlflow-blackbox"] = blackbox_service(settings)
     if settings.minio_auto_enabled:

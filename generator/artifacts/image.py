@@ -21,6 +21,7 @@ BOTO3 = "boto3==1.44.8"
 EXPORTER = "prometheus-flask-exporter==0.23.2"
 INIT_DRIVER = "psycopg[binary]==3.3.9"
 SQLALCHEMY_FOR_2X = "sqlalchemy<2.1"
+GC_SCHEDULER = "cronsim==2.8"
 
 
 def base_image(version: MlflowVersion) -> str:
@@ -28,7 +29,7 @@ def base_image(version: MlflowVersion) -> str:
 
 
 def requirements(version: MlflowVersion) -> list[str]:
-    pins = [SERVER_DRIVER, BOTO3, EXPORTER, INIT_DRIVER]
+    pins = [SERVER_DRIVER, BOTO3, EXPORTER, INIT_DRIVER, GC_SCHEDULER]
     if needs_sqlalchemy_pin(version):
         pins.append(SQLALCHEMY_FOR_2X)
     return pins
