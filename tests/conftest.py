@@ -87,18 +87,24 @@ def compose_bin() -> Path:
     return binary
 
 
+# One PostgreSQL and one S3 server per session, shared by the provisioning
+# tests and the end-to-end suite. They carry the admin credentials of
+# examples/prod, so the end-to-end suite runs that example unmodified.
+E2E_PROJECT = EXAMPLES / "prod"
+_E2E_VALUES = read_project_env(E2E_PROJECT).values
+S3_ACCESS_KEY = _E2E_VALUES["MINIO_ROOT_USER"]
+S3_SECRET_KEY = _E2E_VALUES["MINIO_ROOT_PASSWORD"]
+POSTGRES_ADMIN_PASSWORD = _E2E_VALUES["POSTGRES_PASSWORD"]
+
+
 @pytest.fixture(scope="session")
 def postgres_server():
     from tests.services import PG_BIN, PostgresServer
 
     require_tool(PG_BIN / "initdb", "PostgreSQL 15 server binaries")
-    server = PostgresServer().initdb().start()
+    server = PostgresServer(admin_password=POSTGRES_ADMIN_PASSWORD).initdb().start()
     yield server
     server.remove()
-
-
-S3_ACCESS_KEY = "mlflow-test-admin"
-S3_SECRET_KEY = "mlflow-test-admin-secret"
 
 
 @pytest.fixture(scope="session")

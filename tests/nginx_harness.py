@@ -45,7 +45,7 @@ def make_certificate(directory: Path, host: str) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={host}",
-         "-addext", f"subjectAltName=DNS:{host}",
+         "-addext", f"subjectAltName=DNS:{host},IP:127.0.0.1",
          "-keyout", directory / "privkey.pem", "-out", directory / "fullchain.pem"],
         check=True, capture_output=True, timeout=60,
     )
@@ -67,7 +67,8 @@ class NginxServer:
         # every request: everything they read must be reachable by them.
         self.prefix.chmod(0o755)
         certificates = self.prefix / "ssl"
-        make_certificate(certificates, self.host)
+        if not (certificates / "fullchain.pem").exists():  # kept across a restart
+            make_certificate(certificates, self.host)
         text = self.vhost
         text = _replace_present(text, "listen 443 ssl", f"listen 127.0.0.1:{self.https_port} ssl")
         text = _replace_present(text, "listen 80;", f"listen 127.0.0.1:{self.http_port};")
@@ -110,7 +111,12 @@ http {{
         _wait_for_port(self.https_port, 10)
         return self
 
-    def stop(self) -> None:
+    @property
+    def ca_file(self) -> Path:
+        return self.prefix / "ssl" / "fullchain.pem"
+
+    def halt(self) -> None:
+        """Stop the master and its workers; the prefix stays for a restart."""
         pid_file = self.prefix / "nginx.pid"
         if self.started and pid_file.exists():
             pid = int(pid_file.read_text())
@@ -118,10 +124,14 @@ http {{
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline and pid_file.exists():
                 time.sleep(0.05)
+        self.started = False
+
+    def stop(self) -> None:
+        self.halt()
         shutil.rmtree(self.prefix, ignore_errors=True)
 
     def connection(self, timeout: float = 30) -> http.client.HTTPSConnection:
-        context = ssl.create_default_context(cafile=str(self.prefix / "ssl" / "fullchain.pem"))
+        context = ssl.create_default_context(cafile=str(self.ca_file))
         context.check_hostname = False  # we connect to 127.0.0.1; the Host header names the vhost
         return http.client.HTTPSConnection("127.0.0.1", self.https_port, context=context, timeout=timeout)
 

@@ -31,6 +31,7 @@ from botocore.config import Config
 from generator import artifacts
 from generator.envfiles import read_project_env
 from generator.settings import load_settings
+from tests.compose_values import service_environment
 from tests.conftest import S3_ACCESS_KEY, S3_SECRET_KEY, write_tree
 from tests.services import PostgresServer, free_port
 
@@ -69,23 +70,10 @@ def build(project: Path) -> Path:
     return out
 
 
-def _substitute(value: str, values: dict[str, str]) -> str:
-    """What Compose does to a value: ${NAME:?message} from the env files, $$ to $."""
-    token = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::\?[^}]*)?\}")
-    return token.sub(lambda m: "$" if m.group(0) == "$$" else values[m.group(1)], value)
-
-
 def init_environment(project: Path, pg: PostgresServer, s3_endpoint: str) -> dict[str, str]:
     out = project / "out"
     service = yaml.safe_load((out / "docker-compose.mlflow.yml").read_text())["services"]["mlflow-init"]
-    values = read_project_env(project).values
-    environment = {key: _substitute(str(value), values) for key, value in service["environment"].items()}
-    # Mounted files: the container path in the environment becomes the file in out/.
-    for mount in service["volumes"]:
-        source, target, _mode = mount.split(":")
-        for key, value in environment.items():
-            if value == target:
-                environment[key] = str(out / source.removeprefix("./"))
+    environment = service_environment(out, service, read_project_env(project).values)
     assert environment["PGHOST"] == "postgres" and environment["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
     environment.update(PGHOST="127.0.0.1", PGPORT=str(pg.port), MLFLOW_S3_ENDPOINT_URL=s3_endpoint)
     return environment

@@ -1,0 +1,207 @@
+"""The stack the generated artifacts describe, run as local processes.
+
+Everything is read from the generated files in out/: the services' argv and
+environment from docker-compose.mlflow.yml (with Compose's substitution), the
+packages from mlflow/Dockerfile, the vhost and htpasswd for nginx. Only what
+exists in a container alone is changed: the hostnames postgres, minio and
+mlflow become loopback addresses, the container port becomes a free port, and
+the tmpfs becomes a fresh directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from generator.artifacts import compose as compose_artifact
+from generator.artifacts import nginx as nginx_artifact
+from tests.compose_values import service_environment
+from tests.nginx_harness import NginxServer
+from tests.services import PostgresServer, SeaweedS3, free_port
+
+CLIENTS = Path(__file__).resolve().parent / "clients"
+# Service names that exist only on the compose network.
+CONTAINER_ADDRESS = re.compile(r"\b(postgres|minio|mlflow|mlflow-blackbox):\d+")
+
+
+def _kill_group(process: subprocess.Popen, grace: float = 15) -> None:
+    """`mlflow server` does not pass SIGTERM on to gunicorn: stop the whole tree."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+    try:
+        os.killpg(process.pid, signal.SIGKILL)  # workers that outlived their master
+    except ProcessLookupError:
+        pass
+
+
+@dataclass
+class Stack:
+    out: Path
+    values: dict[str, str]
+    pg: PostgresServer
+    s3: SeaweedS3
+    venv: Path
+    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="nself-mlflow-e2e-")))
+    mlflow_port: int = field(default_factory=free_port)
+    mlflow_process: subprocess.Popen | None = None
+    nginx: NginxServer | None = None
+
+    # -- reading the generated files -------------------------------------
+    @property
+    def services(self) -> dict:
+        return yaml.safe_load((self.out / compose_artifact.PATH).read_text())["services"]
+
+    def _localize(self, text: str) -> str:
+        text = text.replace("http://minio:9000", self.s3.endpoint)
+        text = text.replace("postgres:5432", f"127.0.0.1:{self.pg.port}")
+        text = text.replace("mlflow:5000", f"127.0.0.1:{self.mlflow_port}")
+        assert not CONTAINER_ADDRESS.search(text), f"an address the harness does not map: {text!r}"
+        return text
+
+    def environment(self, service: str) -> dict[str, str]:
+        environment = service_environment(self.out, self.services[service], self.values)
+        if "PGHOST" in environment:
+            assert (environment["PGHOST"], environment["PGPORT"]) == ("postgres", "5432")
+            environment.update(PGHOST="127.0.0.1", PGPORT=str(self.pg.port))
+        return {key: self._localize(value) for key, value in environment.items()}
+
+    def command(self, service: str) -> list[str]:
+        return [self._localize(str(word)) for word in self.services[service]["command"]]
+
+    def process_environment(self, service: str) -> dict[str, str]:
+        """A clean environment: the service's own plus the image's PATH and PYTHONPATH."""
+        return {
+            "PATH": f"{self.venv / 'bin'}:{os.environ['PATH']}",
+            "HOME": str(self.root),
+            "LANG": "C.UTF-8",
+            "PYTHONPATH": str(self.out / "mlflow"),
+            **self.environment(service),
+        }
+
+    # -- mlflow-init -------------------------------------------------------
+    def run_init(self) -> subprocess.CompletedProcess:
+        command = self.command("mlflow-init")
+        assert command == ["python", "-m", "init"]
+        return subprocess.run(
+            [self.venv / "bin/python", *command[1:]], env=self.process_environment("mlflow-init"),
+            capture_output=True, text=True, timeout=180,
+        )
+
+    # -- mlflow server -----------------------------------------------------
+    def server_argv(self, metrics_dir: Path) -> list[str]:
+        service = self.services["mlflow"]
+        argv = self.command("mlflow")
+        assert argv[:2] == ["mlflow", "server"]
+        argv[0] = str(self.venv / "bin/mlflow")
+        for option, value in (("--host", "127.0.0.1"), ("--port", str(self.mlflow_port))):
+            argv[argv.index(option) + 1] = value
+        tmpfs = service["tmpfs"][0]
+        argv[argv.index(tmpfs)] = str(metrics_dir)
+        return argv
+
+    def start_mlflow(self, timeout: float = 180) -> None:
+        # A fresh directory, as the tmpfs is empty at every container start.
+        metrics_dir = Path(tempfile.mkdtemp(prefix="metrics-", dir=self.root))
+        log = open(self.root / "mlflow.log", "ab")
+        self.mlflow_process = subprocess.Popen(
+            self.server_argv(metrics_dir), env=self.process_environment("mlflow"), cwd=self.root,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.mlflow_process.poll() is not None:
+                raise RuntimeError(f"mlflow server exited with {self.mlflow_process.returncode}:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"{self.mlflow_url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"mlflow server not healthy after {timeout} s:\n{self.log_tail()}")
+
+    def stop_mlflow(self) -> None:
+        if self.mlflow_process is not None:
+            _kill_group(self.mlflow_process)
+
+    @property
+    def mlflow_url(self) -> str:
+        return f"http://127.0.0.1:{self.mlflow_port}"
+
+    def log_tail(self, lines: int = 40) -> str:
+        path = self.root / "mlflow.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    # -- nginx -------------------------------------------------------------
+    def start_nginx(self) -> NginxServer:
+        if self.nginx is None:
+            vhost = (self.out / nginx_artifact.VHOST_PATH).read_text()
+            host = re.search(r"server_name\s+(\S+);", vhost).group(1)
+            htpasswd = self.out / nginx_artifact.HTPASSWD_PATH
+            self.nginx = NginxServer(vhost, host, upstream=f"127.0.0.1:{self.mlflow_port}",
+                                     htpasswd=htpasswd.read_bytes() if htpasswd.exists() else None)
+        return self.nginx.start()
+
+    @property
+    def public_url(self) -> str:
+        return f"https://127.0.0.1:{self.nginx.https_port}"
+
+    @property
+    def credentials(self) -> tuple[str, str]:
+        return self.values["MLFLOW_AUTH_USERNAME"], self.values["MLFLOW_AUTH_PASSWORD"]
+
+    # -- clients -----------------------------------------------------------
+    def client_environment(self) -> dict[str, str]:
+        """What a user's training script sets to reach the stack through nginx."""
+        username, password = self.credentials
+        return {
+            "PATH": f"{self.venv / 'bin'}:{os.environ['PATH']}",
+            "HOME": str(self.root),
+            "LANG": "C.UTF-8",
+            "MLFLOW_TRACKING_URI": self.public_url,
+            "MLFLOW_TRACKING_USERNAME": username,
+            "MLFLOW_TRACKING_PASSWORD": password,
+            "MLFLOW_TRACKING_SERVER_CERT_PATH": str(self.nginx.ca_file),
+        }
+
+    def run_client(self, script: str, *args: str, timeout: float = 600) -> dict:
+        """Run tests/e2e/clients/SCRIPT in the image's venv; it prints one JSON object last."""
+        workdir = Path(tempfile.mkdtemp(prefix=f"{Path(script).stem}-", dir=self.root))
+        result = subprocess.run(
+            [self.venv / "bin/python", CLIENTS / script, *args], cwd=workdir, env=self.client_environment(),
+            capture_output=True, text=True, timeout=timeout,
+        )
+        assert result.returncode == 0, f"{script} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    # -- mlflow-gc ---------------------------------------------------------
+    def run_gc_once(self) -> subprocess.CompletedProcess:
+        command = self.command("mlflow-gc")
+        assert command[:4] == ["python", "-m", "init.gc", "--"]
+        return subprocess.run(
+            [self.venv / "bin/python", "-m", "init.gc", "--once", *command[3:]],
+            env={**self.process_environment("mlflow-gc"), "MLFLOW_GC_STATUS_FILE": str(self.root / "gc.status")},
+            cwd=self.root, capture_output=True, text=True, timeout=300,
+        )
+
+    def stop(self) -> None:
+        self.stop_mlflow()
+        if self.nginx is not None:
+            self.nginx.stop()
