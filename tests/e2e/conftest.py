@@ -70,5 +70,6 @@ def seeded(stack: Stack, tmp_path_factory) -> dict:
     tracking = stack.run_client("seed_tracking.py")
     inputs = tmp_path_factory.mktemp("registry") / "inputs.json"
     inputs.write_text(json.dumps(tracking["test_inputs"]))
-    registry = stack.run_client("seed_registry.py", tracking["run_id"], str(inputs))
-    return {"tracking": tracking, "registry": registry}
+    registry = stack.run_client("seed_registry.py", tracking["run_id"])
+    loaded = stack.run_client("load_production_model.py", str(inputs))
+    return {"tracking": tracking, "registry": registry, "loaded": loaded, "inputs_file": str(inputs)}

@@ -192,12 +192,14 @@ class Stack:
         return json.loads(result.stdout.strip().splitlines()[-1])
 
     # -- mlflow-gc ---------------------------------------------------------
-    def run_gc_once(self) -> subprocess.CompletedProcess:
+    def run_gc_once(self, without: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+        """The mlflow-gc service's command in run-once mode (`without`: drop variables)."""
         command = self.command("mlflow-gc")
         assert command[:4] == ["python", "-m", "init.gc", "--"]
+        environment = {key: value for key, value in self.process_environment("mlflow-gc").items() if key not in without}
         return subprocess.run(
             [self.venv / "bin/python", "-m", "init.gc", "--once", *command[3:]],
-            env={**self.process_environment("mlflow-gc"), "MLFLOW_GC_STATUS_FILE": str(self.root / "gc.status")},
+            env={**environment, "MLFLOW_GC_STATUS_FILE": str(self.root / "gc.status")},
             cwd=self.root, capture_output=True, text=True, timeout=300,
         )
 

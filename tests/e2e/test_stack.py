@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from generator.artifacts import prometheus as prometheus_artifact
 from tests.conftest import require_tool
 from tests.e2e.stack import Stack
 from tests.services import _wait_for_port, free_port
+from tests.test_init import outcomes
 
 API = "/api/2.0/mlflow"
 
@@ -96,7 +98,7 @@ def test_artifacts_are_stored_in_the_bucket_under_the_run(stack, seeded):
 def test_registry_example_serves_the_production_model(seeded):
     registry = seeded["registry"]
     assert registry["version"] == "1"
-    assert registry["predictions"] == seeded["tracking"]["predictions"]
+    assert seeded["loaded"]["predictions"] == seeded["tracking"]["predictions"]
 
 
 # -- the seed's REST examples, exactly as documented ----------------------
@@ -214,3 +216,176 @@ def test_the_mlflow_role_is_not_privileged(stack):
             "SELECT rolsuper, rolcreaterole, rolcreatedb, rolreplication, rolbypassrls FROM pg_roles WHERE rolname = 'mlflow'"
         ).fetchone()
     assert row == (False, False, False, False, False)
+
+
+# -- a large artifact ----------------------------------------------------
+
+LARGE_MIB = 256
+
+
+def test_a_large_artifact_round_trips_byte_identical(stack, seeded, record_property):
+    result = stack.run_client("large_artifact.py", str(LARGE_MIB), timeout=1200)
+    assert result["size"] == result["downloaded_size"] == LARGE_MIB * 1024 * 1024
+    assert result["downloaded_sha256"] == result["uploaded_sha256"]
+    keys = object_keys(stack, f"{result['experiment_id']}/{result['run_id']}/")
+    assert [key.rsplit("/", 1)[-1] for key in keys] == ["large.bin"]
+    stored = s3_client(stack).head_object(Bucket="mlflow-artifacts", Key=keys[0])
+    assert stored["ContentLength"] == LARGE_MIB * 1024 * 1024
+    record_property("upload_seconds", result["upload_seconds"])
+    record_property("download_seconds", result["download_seconds"])
+
+
+# -- monitoring ----------------------------------------------------------
+
+MLFLOW_METRIC = re.compile(r"(?<![\w:])mlflow_[a-z0-9_]+")
+
+
+def metric_names_used(stack: Stack) -> set[str]:
+    """The MLflow metric names the generated rules and dashboard query."""
+    rules = yaml.safe_load((stack.out / prometheus_artifact.RULES_PATH).read_text())
+    expressions = [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+    dashboard = json.loads((stack.out / grafana_artifact.DASHBOARD_PATH).read_text())
+    expressions += [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
+    return {name for expr in expressions for name in MLFLOW_METRIC.findall(expr)}
+
+
+class Prometheus:
+    def __init__(self, binary: str, config: dict, root: Path) -> None:
+        self.root = root
+        self.port = free_port()
+        (root / "prometheus.yml").write_text(yaml.safe_dump(config))
+        self.process = subprocess.Popen(
+            [binary, f"--config.file={root / 'prometheus.yml'}", f"--storage.tsdb.path={root / 'data'}",
+             f"--web.listen-address=127.0.0.1:{self.port}"],
+            stdout=open(root / "prometheus.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        _wait_for_port(self.port, 30, self.process)
+
+    def query(self, expr: str) -> list:
+        url = f"http://127.0.0.1:{self.port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return json.load(response)["data"]["result"]
+
+    def metric_names(self) -> set[str]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/api/v1/label/__name__/values", timeout=10) as response:
+            return set(json.load(response)["data"])
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(15)
+
+
+def test_prometheus_scrapes_the_live_server_with_the_generated_job(stack, seeded, tmp_path):
+    binary = shutil.which("prometheus")
+    require_tool(binary, "Prometheus (Debian package prometheus)")
+    scrape = yaml.safe_load((stack.out / prometheus_artifact.SCRAPE_PATH).read_text())
+    # The job that scrapes MLflow itself, as generated; only its address is
+    # the container's. (The other jobs scrape the blackbox exporter and MinIO.)
+    job = next(job for job in scrape["scrape_configs"] if job["job_name"] == prometheus_artifact.MLFLOW_JOB)
+    job["static_configs"] = [{"targets": [stack._localize(t) for t in job["static_configs"][0]["targets"]]}]
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        # Loading the generated rules into the real server checks them once more.
+        "rule_files": [str(stack.out / prometheus_artifact.RULES_PATH)],
+        "scrape_configs": [job],
+    }
+    prometheus = Prometheus(binary, config, tmp_path)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            up = prometheus.query('up{job="mlflow"}')
+            rates = prometheus.query('sum(rate(mlflow_http_request_total{job="mlflow"}[1m]))')
+            if up and up[0]["value"][1] == "1" and rates:
+                break
+            # Traffic between scrapes, so the rates have something to count.
+            urllib.request.urlopen(f"{stack.mlflow_url}/api/2.0/mlflow/experiments/search?max_results=1", timeout=10)
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"Prometheus did not scrape MLflow: {(tmp_path / 'prometheus.log').read_text()[-2000:]}")
+        scraped = prometheus.metric_names()
+        used = metric_names_used(stack)
+        assert {"mlflow_http_request_total", "mlflow_http_request_duration_seconds_bucket"} <= used
+        assert used <= scraped, f"used by the rules or dashboard but never scraped: {sorted(used - scraped)}"
+        # The expressions the dashboard's latency panels plot give numbers.
+        p95 = prometheus.query('histogram_quantile(0.95, sum by (le) (rate(mlflow_http_request_duration_seconds_bucket{job="mlflow"}[1m])))')
+        assert p95 and float(p95[0]["value"][1]) >= 0
+    finally:
+        prometheus.stop()
+
+
+# -- garbage collection ----------------------------------------------------
+
+def run_rows(stack: Stack, run_ids: list[str]) -> dict[str, dict[str, int]]:
+    with mlflow_database(stack) as connection:
+        return {
+            run_id: {
+                table: connection.execute(f"SELECT count(*) FROM {table} WHERE run_uuid = %s", (run_id,)).fetchone()[0]
+                for table in ("runs", "params", "metrics", "latest_metrics", "tags")
+            }
+            for run_id in run_ids
+        }
+
+
+def test_gc_deletes_a_deleted_run_from_the_database_and_the_bucket(stack, seeded):
+    setup = stack.run_client("gc_setup.py")
+    deleted, kept = setup["deleted_run_id"], setup["kept_run_id"]
+    prefix = f"{setup['experiment_id']}/"
+    other_keys = object_keys(stack, f"{seeded['tracking']['experiment_id']}/")
+    assert object_keys(stack, f"{prefix}{deleted}/") and object_keys(stack, f"{prefix}{kept}/")
+    before = run_rows(stack, [deleted, kept, seeded["tracking"]["run_id"]])
+    assert before[deleted]["runs"] == 1
+
+    # Without the server's address, gc cannot delete proxied artifacts: the
+    # failure is reported and nothing is lost.
+    failed = stack.run_gc_once(without=("MLFLOW_TRACKING_URI",))
+    assert failed.returncode != 0
+    assert "mlflow-gc: FAILED with exit code" in failed.stdout
+    assert run_rows(stack, [deleted])[deleted]["runs"] == 1
+
+    result = stack.run_gc_once()
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith("mlflow-gc: ")]
+    assert lines[0].startswith("mlflow-gc: starting: ") and lines[-1].startswith("mlflow-gc: finished in ")
+
+    after = run_rows(stack, [deleted, kept, seeded["tracking"]["run_id"]])
+    assert after[deleted] == {table: 0 for table in after[deleted]}
+    assert after[kept] == before[kept]
+    assert after[seeded["tracking"]["run_id"]] == before[seeded["tracking"]["run_id"]]
+    assert object_keys(stack, f"{prefix}{deleted}/") == []
+    assert [key.rsplit("/", 1)[-1] for key in object_keys(stack, f"{prefix}{kept}/")] == ["kept.txt"]
+    assert object_keys(stack, f"{seeded['tracking']['experiment_id']}/") == other_keys
+
+
+# -- restart durability (last: it restarts the shared stack) ----------------
+
+TABLES = ("experiments", "runs", "params", "metrics", "latest_metrics", "tags",
+          "registered_models", "model_versions")
+
+
+def table_counts(stack: Stack) -> dict[str, int]:
+    with mlflow_database(stack) as connection:
+        return {table: connection.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in TABLES}
+
+
+def test_everything_survives_a_restart_of_mlflow_and_nginx(stack, seeded):
+    run_ids = [seeded["tracking"]["run_id"], seeded["tracking"]["loop_run_id"]]
+    before = stack.run_client("inspect_runs.py", *run_ids)
+    counts, keys = table_counts(stack), object_keys(stack, "")
+    assert before["model_versions"] and counts["runs"] >= 2
+
+    stack.stop_mlflow()
+    stack.nginx.halt()
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"{stack.mlflow_url}/health", timeout=2)
+    stack.start_mlflow()
+    stack.start_nginx()
+    init = stack.run_init()
+    assert init.returncode == 0, init.stdout
+    steps = outcomes(init)
+    assert steps and set(steps.values()) == {"unchanged"}, init.stdout
+
+    assert stack.run_client("inspect_runs.py", *run_ids) == before
+    assert table_counts(stack) == counts
+    assert object_keys(stack, "") == keys
+    loaded = stack.run_client("load_production_model.py", seeded["inputs_file"])
+    assert loaded["predictions"] == seeded["tracking"]["predictions"]

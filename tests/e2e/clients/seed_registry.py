@@ -1,6 +1,6 @@
-"""The seed's Model Registry examples: register, stage to Production, load, predict.
+"""The seed's "Registering a Model" example: register a run's model, stage it.
 
-    python seed_registry.py RUN_ID INPUTS_JSON
+    python seed_registry.py RUN_ID
 """
 
 import json
@@ -8,8 +8,7 @@ import sys
 
 import mlflow
 
-run_id, inputs_file = sys.argv[1], sys.argv[2]
-test_inputs = json.load(open(inputs_file))
+run_id = sys.argv[1]
 
 # Register a model from a run
 result = mlflow.register_model(
@@ -25,8 +24,4 @@ client.transition_model_version_stage(
     stage="Production",
 )
 
-# Load the latest production model
-model = mlflow.pyfunc.load_model("models:/production-classifier/Production")
-predictions = model.predict(test_inputs)
-
-print(json.dumps({"version": str(result.version), "predictions": [int(value) for value in predictions]}))
+print(json.dumps({"version": str(result.version)}))
