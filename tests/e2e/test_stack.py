@@ -40,6 +40,7 @@ API = "/api/2.0/mlflow"
 
 def curl(stack: Stack, *args: str, auth: bool = True) -> tuple[int, str]:
     """The seed's curl examples, sent to the public URL with the CA and credentials."""
+    require_tool(shutil.which("curl"), "curl (Debian package curl)")
     command = ["curl", "-sS", "--cacert", str(stack.nginx.ca_file), "-o", "-", "-w", "\n%{http_code}"]
     if auth:
         command += ["-u", ":".join(stack.credentials)]
