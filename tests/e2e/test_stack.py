@@ -276,33 +276,50 @@ class Prometheus:
         self.process.wait(15)
 
 
-def test_prometheus_scrapes_the_live_server_with_the_generated_job(stack, seeded, tmp_path):
+def start_blackbox_exporter(root: Path) -> tuple[subprocess.Popen, str]:
+    """The mlflow-blackbox service: the exporter with the image's default module."""
+    binary = shutil.which("prometheus-blackbox-exporter") or shutil.which("blackbox_exporter")
+    require_tool(binary, "the Prometheus blackbox exporter (Debian package prometheus-blackbox-exporter)")
+    (root / "blackbox.yml").write_text(yaml.safe_dump({"modules": {"http_2xx": {"prober": "http"}}}))
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, f"--config.file={root / 'blackbox.yml'}", f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=open(root / "blackbox.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    _wait_for_port(port, 30, process)
+    return process, f"127.0.0.1:{port}"
+
+
+def test_prometheus_scrapes_the_live_server_with_the_generated_jobs(stack, seeded, tmp_path):
     binary = shutil.which("prometheus")
     require_tool(binary, "Prometheus (Debian package prometheus)")
+    blackbox, blackbox_address = start_blackbox_exporter(tmp_path)
     scrape = yaml.safe_load((stack.out / prometheus_artifact.SCRAPE_PATH).read_text())
-    # The job that scrapes MLflow itself, as generated; only its address is
-    # the container's. (The other jobs scrape the blackbox exporter and MinIO.)
-    job = next(job for job in scrape["scrape_configs"] if job["job_name"] == prometheus_artifact.MLFLOW_JOB)
-    job["static_configs"] = [{"targets": [stack._localize(t) for t in job["static_configs"][0]["targets"]]}]
+    # The jobs that watch MLflow, as generated; only the container addresses
+    # change. (The MinIO jobs need MinIO, which cannot run here.)
+    jobs = [job for job in scrape["scrape_configs"]
+            if job["job_name"] in (prometheus_artifact.MLFLOW_JOB, prometheus_artifact.HEALTH_JOB)]
+    text = yaml.safe_dump(jobs).replace(prometheus_artifact.BLACKBOX_ADDRESS, blackbox_address)
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         # Loading the generated rules into the real server checks them once more.
         "rule_files": [str(stack.out / prometheus_artifact.RULES_PATH)],
-        "scrape_configs": [job],
+        "scrape_configs": yaml.safe_load(stack._localize(text)),
     }
     prometheus = Prometheus(binary, config, tmp_path)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            up = prometheus.query('up{job="mlflow"}')
+            up = prometheus.query('up{job=~"mlflow|mlflow-health"} == 1')
+            probe = prometheus.query('probe_success{job="mlflow-health"} == 1')
             rates = prometheus.query('sum(rate(mlflow_http_request_total{job="mlflow"}[1m]))')
-            if up and up[0]["value"][1] == "1" and rates:
+            if len(up) == 2 and probe and rates:
                 break
             # Traffic between scrapes, so the rates have something to count.
             urllib.request.urlopen(f"{stack.mlflow_url}/api/2.0/mlflow/experiments/search?max_results=1", timeout=10)
             time.sleep(0.5)
         else:
-            pytest.fail(f"Prometheus did not scrape MLflow: {(tmp_path / 'prometheus.log').read_text()[-2000:]}")
+            pytest.fail(f"after 60 s: targets up {up}, /health probe {probe}, request rates {rates}")
         scraped = prometheus.metric_names()
         used = metric_names_used(stack)
         assert {"mlflow_http_request_total", "mlflow_http_request_duration_seconds_bucket"} <= used
@@ -310,8 +327,12 @@ def test_prometheus_scrapes_the_live_server_with_the_generated_job(stack, seeded
         # The expressions the dashboard's latency panels plot give numbers.
         p95 = prometheus.query('histogram_quantile(0.95, sum by (le) (rate(mlflow_http_request_duration_seconds_bucket{job="mlflow"}[1m])))')
         assert p95 and float(p95[0]["value"][1]) >= 0
+        # The health probe goes to /health on the server, as the alert expects.
+        assert prometheus.query('probe_http_status_code{job="mlflow-health"} == 200')
     finally:
         prometheus.stop()
+        blackbox.terminate()
+        blackbox.wait(15)
 
 
 # -- garbage collection ----------------------------------------------------
