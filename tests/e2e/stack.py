@@ -68,7 +68,7 @@ class Stack:
     def services(self) -> dict:
         return yaml.safe_load((self.out / compose_artifact.PATH).read_text())["services"]
 
-    def _localize(self, text: str) -> str:
+    def localize(self, text: str) -> str:
         text = text.replace("http://minio:9000", self.s3.endpoint)
         text = text.replace("postgres:5432", f"127.0.0.1:{self.pg.port}")
         text = text.replace("mlflow:5000", f"127.0.0.1:{self.mlflow_port}")
@@ -80,10 +80,10 @@ class Stack:
         if "PGHOST" in environment:
             assert (environment["PGHOST"], environment["PGPORT"]) == ("postgres", "5432")
             environment.update(PGHOST="127.0.0.1", PGPORT=str(self.pg.port))
-        return {key: self._localize(value) for key, value in environment.items()}
+        return {key: self.localize(value) for key, value in environment.items()}
 
     def command(self, service: str) -> list[str]:
-        return [self._localize(str(word)) for word in self.services[service]["command"]]
+        return [self.localize(str(word)) for word in self.services[service]["command"]]
 
     def process_environment(self, service: str) -> dict[str, str]:
         """A clean environment: the service's own plus the image's PATH and PYTHONPATH."""

@@ -14,7 +14,6 @@ import json
 import re
 import shutil
 import subprocess
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -304,7 +303,7 @@ def test_prometheus_scrapes_the_live_server_with_the_generated_jobs(stack, seede
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         # Loading the generated rules into the real server checks them once more.
         "rule_files": [str(stack.out / prometheus_artifact.RULES_PATH)],
-        "scrape_configs": yaml.safe_load(stack._localize(text)),
+        "scrape_configs": yaml.safe_load(stack.localize(text)),
     }
     prometheus = Prometheus(binary, config, tmp_path)
     try:

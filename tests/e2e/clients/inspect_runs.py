@@ -8,7 +8,6 @@ sha256 of its downloaded bytes, and the registered model versions.
 
 import hashlib
 import json
-import os
 import sys
 import tempfile
 
