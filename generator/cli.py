@@ -18,6 +18,7 @@ from generator.envfiles import SECRETS_FILE, ProjectEnv, cascade, read_project_e
 from generator.errors import UserError
 from generator.output import diff_outputs, write_outputs
 from generator.projectfiles import append_secrets
+from generator.service import commands as service_commands
 from generator.settings import SALT_ALPHABET, load_settings, mlflow_enabled
 
 # No pretty tracebacks: with local variables shown they would print secrets.
@@ -25,8 +26,11 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    help="nself's MLflow service: build its artifacts.",
+    help="nself's MLflow service: build its artifacts, and operate the running service.",
 )
+
+# `python -m generator service ACTION`: what `nself service mlflow ACTION` runs.
+app.add_typer(service_commands.app, name="service")
 
 GENERATED_PASSWORD_BYTES = 32  # token_urlsafe(32) gives 43 URL-safe characters
 

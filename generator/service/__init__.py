@@ -1,0 +1,1 @@
+"""`python -m generator service …`: what `nself service mlflow …` runs."""

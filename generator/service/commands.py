@@ -1,0 +1,486 @@
+"""`python -m generator service ACTION`: the commands behind `nself service mlflow …`.
+
+They read the project's env cascade, as `build` does, so they know the URLs,
+credentials and names without flags. Exit codes: 0 done (or healthy), 1 the
+server or a tool failed (one line naming it and the likely fix), 2 bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import webbrowser
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from typing_extensions import Annotated
+
+from generator.artifacts import compose as compose_artifact
+from generator.envfiles import read_project_env
+from generator.errors import UserError
+from generator.service import transfer
+from generator.service.api import MlflowApi, ServiceError
+from generator.service.docker import SERVICES, ComposeProject, docker_reachable, parse_ps
+from generator.settings import Settings, load_settings, mlflow_enabled
+
+app = typer.Typer(
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Operate the MLflow service of an nself project (what `nself service mlflow …` runs).",
+)
+
+MASK = "********"
+
+ProjectDirOption = Annotated[Path, typer.Option("--project-dir", help="The nself project holding the .env files.")]
+EnvOption = Annotated[Optional[str], typer.Option("--env", help="dev, staging or prod; default: ENV from the files.")]
+UrlOption = Annotated[
+    Optional[str],
+    typer.Option("--url", help="The MLflow server; default: http://localhost:MLFLOW_PORT (the port bound on the host)."),
+]
+CaFileOption = Annotated[Optional[Path], typer.Option("--ca-file", help="CA bundle for an https --url.")]
+InsecureOption = Annotated[bool, typer.Option("--insecure", help="Do not verify the certificate of an https --url.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
+OutDirOption = Annotated[
+    Optional[Path],
+    typer.Option("--out", help="Where the build put docker-compose.mlflow.yml; default: the project, else PROJECT_DIR/out."),
+]
+
+
+@dataclass
+class Project:
+    directory: Path
+    env: str
+    settings: Settings
+    values: dict[str, str]
+
+    @property
+    def direct_url(self) -> str:
+        return f"http://localhost:{self.settings.server.port}"
+
+    @property
+    def public_url(self) -> str:
+        return f"https://{self.settings.public_host}"
+
+    def api(self, url: str | None = None, ca_file: Path | None = None, insecure: bool = False) -> MlflowApi:
+        auth = self.settings.auth
+        credentials = (auth.username, auth.password.get_secret_value()) if auth.enabled and auth.password else (None, None)
+        return MlflowApi(url or self.direct_url, *credentials, ca_file=ca_file, insecure=insecure,
+                         credentials_hint=self.credentials_hint)
+
+    @property
+    def credentials_hint(self) -> str:
+        if not self.settings.auth.enabled:
+            return "MLFLOW_AUTH_ENABLED is false here; set it to true (with MLFLOW_AUTH_PASSWORD) to match the server"
+        if self.settings.auth.password is None:
+            return "MLFLOW_AUTH_PASSWORD is not set yet: run nself build, which generates it"
+        return "check MLFLOW_AUTH_USERNAME and MLFLOW_AUTH_PASSWORD against the server's htpasswd (run nself build)"
+
+    def compose(self, out_dir: Path | None = None) -> ComposeProject:
+        return ComposeProject.locate(self.directory, self.env, self.settings.stack.project_name, out_dir)
+
+
+def load_project(project_dir: Path, env: str | None) -> Project:
+    if not project_dir.is_dir():
+        raise UserError(f"--project-dir: {project_dir} is not a directory")
+    project_env = read_project_env(project_dir, env)
+    if not mlflow_enabled(project_env):
+        raise UserError("MLFLOW_ENABLED: MLflow is not enabled in this project; set MLFLOW_ENABLED=true")
+    return Project(project_dir, project_env.env, load_settings(project_env), project_env.values)
+
+
+def _fail(error: UserError) -> None:
+    typer.echo(f"Error: {error.message}", err=True)
+    raise typer.Exit(error.exit_code)
+
+
+def _run(action, *args, **kwargs):
+    """Call an action; a UserError (or ServiceError) becomes one line and its exit code."""
+    try:
+        return action(*args, **kwargs)
+    except UserError as error:
+        _fail(error)
+    except OSError as error:
+        _fail(ServiceError(f"{error.filename or 'I/O'}: {error.strerror}"))
+
+
+def _time(milliseconds: Any) -> str:
+    if not milliseconds:
+        return "-"
+    moment = datetime.fromtimestamp(int(milliseconds) / 1000, tz=timezone.utc)
+    return moment.strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def print_table(headers: list[str] | None, rows: list[list[Any]]) -> None:
+    cells = [[str(value) for value in row] for row in rows]
+    columns = len(headers) if headers else len(cells[0])
+    widths = [max([len(headers[i]) if headers else 0] + [len(row[i]) for row in cells]) for i in range(columns)]
+    for row in ([headers] if headers else []) + cells:
+        typer.echo("  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip())
+
+
+def print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+# -- status ----------------------------------------------------------------
+
+def _health(api: MlflowApi) -> tuple[bool, str]:
+    try:
+        answer = api.text("/health")
+    except ServiceError as error:
+        return False, error.message
+    return answer == "OK", answer if answer == "OK" else f"unexpected answer {answer!r}"
+
+
+@app.command()
+def status(
+    project_dir: ProjectDirOption = Path("."),
+    env: EnvOption = None,
+    url: UrlOption = None,
+    public_url: Annotated[Optional[str], typer.Option("--public-url", help="Default: https://MLFLOW_ROUTE.BASE_DOMAIN.")] = None,
+    ca_file: CaFileOption = None,
+    insecure: InsecureOption = False,
+    out: OutDirOption = None,
+) -> None:
+    """Containers, /health (public URL and direct) and the server version. Exit 0 only when healthy."""
+    try:
+        project = load_project(project_dir, env)
+    except UserError as error:
+        if "MLFLOW_ENABLED" in error.message:
+            typer.echo("MLflow: not enabled (MLFLOW_ENABLED is not true)")
+            raise typer.Exit(1)
+        _fail(error)
+    healthy = True
+    typer.echo(f"MLflow: enabled, MLFLOW_VERSION {project.settings.server.version}")
+
+    reachable, reason = docker_reachable()
+    if reachable:
+        compose = project.compose(out)
+        result = subprocess.run(compose.argv("ps", "--all", "--format", "json", *_enabled_services(project)),
+                                capture_output=True, text=True, timeout=60)
+        if result.returncode != 0:
+            healthy = False
+            typer.echo(f"containers: docker compose ps failed: {result.stderr.strip()[-300:]}")
+        else:
+            containers = {item.get("Service"): item for item in parse_ps(result.stdout)}
+            for service in _enabled_services(project):
+                item = containers.get(service)
+                state = _container_state(service, item)
+                healthy &= state[0]
+                typer.echo(f"container {service}: {state[1]}")
+    else:
+        typer.echo(f"containers: unknown, {reason}")
+
+    checks = [("direct", project.api(url)), ("public", project.api(public_url or project.public_url, ca_file, insecure))]
+    for label, api in checks:
+        ok, detail = _health(api)
+        healthy &= ok
+        typer.echo(f"health ({label}, {api.base_url}): {'OK' if ok else 'FAILED: ' + detail}")
+
+    try:
+        version = project.api(url).text("/version")
+        note = "" if version == str(project.settings.server.version) else \
+            f" (MLFLOW_VERSION is {project.settings.server.version}: run nself build and restart mlflow)"
+        typer.echo(f"version: {version}{note}")
+    except ServiceError as error:
+        healthy = False
+        typer.echo(f"version: unknown ({error.message})")
+    raise typer.Exit(0 if healthy else 1)
+
+
+def _enabled_services(project: Project) -> list[str]:
+    return [s for s in SERVICES if s != "mlflow-gc" or project.settings.gc.enabled]
+
+
+def _container_state(service: str, item: dict | None) -> tuple[bool, str]:
+    if item is None:
+        return False, "not created (run nself start)"
+    state, health = item.get("State", "?"), item.get("Health", "")
+    if service == "mlflow-init":
+        # A one-shot container: done is good; nself may already have removed it.
+        ok = state == "exited" and item.get("ExitCode", 0) == 0
+        return ok, f"{state} (exit code {item.get('ExitCode', '?')})"
+    ok = state == "running" and health in ("", "healthy")
+    return ok, f"{state}{f' ({health})' if health else ''}"
+
+
+# -- info --------------------------------------------------------------------
+
+@app.command()
+def info(
+    project_dir: ProjectDirOption = Path("."),
+    env: EnvOption = None,
+    show_secrets: Annotated[bool, typer.Option("--show-secrets", help="Print passwords instead of masking them.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """URLs, tracking URIs, database, bucket and auth of this project's MLflow."""
+    project = _run(load_project, project_dir, env)
+    settings = project.settings
+
+    def secret(value) -> str | None:
+        if value is None:
+            return None
+        return value.get_secret_value() if show_secrets else MASK
+
+    data = {
+        "ui_url": project.public_url,
+        "tracking_uri_in_docker_network": f"http://mlflow:{compose_artifact.CONTAINER_PORT}",
+        "tracking_uri_from_host": project.direct_url,
+        "mlflow_version": str(settings.server.version),
+        "database": {"host": settings.database.host, "name": settings.database.name, "user": settings.database.user,
+                     "password": secret(settings.database.password)},
+        "artifacts": {"bucket": settings.storage.bucket, "destination": settings.artifacts_destination,
+                      "served_by_mlflow": settings.storage.serve_artifacts, "s3_endpoint": settings.storage.endpoint},
+        "auth": {"enabled": settings.auth.enabled,
+                 "username": settings.auth.username if settings.auth.enabled else None,
+                 "password": secret(settings.auth.password) if settings.auth.enabled else None},
+        "gc": {"enabled": settings.gc.enabled, "schedule": settings.gc.schedule if settings.gc.enabled else None},
+    }
+    if as_json:
+        print_json(data)
+        return
+    rows = [
+        ["UI", data["ui_url"]],
+        ["Tracking URI (Docker network)", data["tracking_uri_in_docker_network"]],
+        ["Tracking URI (host)", data["tracking_uri_from_host"]],
+        ["MLflow version", data["mlflow_version"]],
+        ["Database", f"{settings.database.name} on {settings.database.host}, user {settings.database.user}"],
+        ["Database password", data["database"]["password"] or "not generated yet (run nself build)"],
+        ["Artifacts", f"bucket {settings.storage.bucket} ({settings.artifacts_destination}), "
+                      f"{'proxied by MLflow' if settings.storage.serve_artifacts else 'clients use S3 directly'}"],
+        ["Auth", f"basic auth, user {settings.auth.username}" if settings.auth.enabled else "off"],
+    ]
+    if settings.auth.enabled:
+        rows.append(["Auth password", data["auth"]["password"] or "not generated yet (run nself build)"])
+    rows.append(["Garbage collection", f"'{settings.gc.schedule}' (UTC)" if settings.gc.enabled else "off"])
+    print_table(None, rows)
+
+
+# -- experiments and models --------------------------------------------------
+
+RUN_COUNT_BATCH = 100  # experiments per runs/search
+
+
+def list_experiments(api: MlflowApi) -> list[dict]:
+    experiments = list(api.search("experiments/search", {"view_type": "ALL"}, "experiments"))
+    counts: dict[str, int] = {}
+    ids = [experiment["experiment_id"] for experiment in experiments]
+    for start in range(0, len(ids), RUN_COUNT_BATCH):
+        body = {"experiment_ids": ids[start:start + RUN_COUNT_BATCH], "run_view_type": "ALL"}
+        for run in api.search("runs/search", body, "runs"):
+            experiment_id = run["info"]["experiment_id"]
+            counts[experiment_id] = counts.get(experiment_id, 0) + 1
+    return [
+        {
+            "experiment_id": experiment["experiment_id"],
+            "name": experiment["name"],
+            "lifecycle_stage": experiment.get("lifecycle_stage", "active"),
+            "runs": counts.get(experiment["experiment_id"], 0),
+            "last_update_time": experiment.get("last_update_time"),
+        }
+        for experiment in sorted(experiments, key=lambda e: int(e["experiment_id"]) if e["experiment_id"].isdigit() else 0)
+    ]
+
+
+@app.command()
+def experiments(
+    project_dir: ProjectDirOption = Path("."),
+    env: EnvOption = None,
+    url: UrlOption = None,
+    ca_file: CaFileOption = None,
+    insecure: InsecureOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Every experiment (deleted ones too): id, name, stage, number of runs, last update."""
+    project = _run(load_project, project_dir, env)
+    found = _run(list_experiments, project.api(url, ca_file, insecure))
+    if as_json:
+        print_json(found)
+        return
+    print_table(["ID", "NAME", "STAGE", "RUNS", "LAST UPDATE (UTC)"],
+                [[e["experiment_id"], e["name"], e["lifecycle_stage"], e["runs"], _time(e["last_update_time"])]
+                 for e in found])
+
+
+def list_models(api: MlflowApi) -> list[dict]:
+    models = []
+    for model in api.search_get("registered-models/search", "registered_models"):
+        models.append({
+            "name": model["name"],
+            "latest_versions": {
+                version.get("current_stage", "None"): version["version"]
+                for version in sorted(model.get("latest_versions", []), key=lambda v: int(v["version"]))
+            },
+            "aliases": {alias["alias"]: alias["version"] for alias in model.get("aliases", [])},
+            "last_updated_timestamp": model.get("last_updated_timestamp"),
+        })
+    return sorted(models, key=lambda m: m["name"])
+
+
+@app.command()
+def models(
+    project_dir: ProjectDirOption = Path("."),
+    env: EnvOption = None,
+    url: UrlOption = None,
+    ca_file: CaFileOption = None,
+    insecure: InsecureOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Registered models with their latest version per stage, and their aliases."""
+    project = _run(load_project, project_dir, env)
+    found = _run(list_models, project.api(url, ca_file, insecure))
+    if as_json:
+        print_json(found)
+        return
+
+    def pairs(mapping: dict) -> str:
+        return ", ".join(f"{key}: v{value}" for key, value in mapping.items()) or "-"
+
+    print_table(["NAME", "LATEST VERSIONS", "ALIASES", "LAST UPDATE (UTC)"],
+                [[m["name"], pairs(m["latest_versions"]), pairs(m["aliases"]), _time(m["last_updated_timestamp"])]
+                 for m in found])
+
+
+# -- open, logs, gc ----------------------------------------------------------
+
+@app.command("open")
+def open_ui(
+    project_dir: ProjectDirOption = Path("."),
+    env: EnvOption = None,
+    url: Annotated[Optional[str], typer.Option("--url", help="Default: the public URL.")] = None,
+) -> None:
+    """Open the web UI in a browser; print its URL where there is none."""
+    project = _run(load_project, project_dir, env)
+    target = url or project.public_url
+    typer.echo(target)
+    try:
+        browser = webbrowser.get()
+    except webbrowser.Error:
+        typer.echo("no browser available here: open the URL above", err=True)
+        return
+    browser.open(target)
+
+
+def _exec(argv: list[str]) -> None:
+    try:
+        code = subprocess.run(argv).returncode
+    except FileNotFoundError:
+        _fail(ServiceError(f"{argv[0]}: not installed; the command needs the docker CLI with Compose v2"))
+    raise typer.Exit(code)
+
+
+@app.command()
+def logs(
+    project_dir: ProjectDirOption = Path("."),
+    env: EnvOption = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
+    tail: Annotated[Optional[str], typer.Option("--tail", help="Lines from the end: a number or 'all'.")] = None,
+    out: OutDirOption = None,
+) -> None:
+    """The mlflow container's logs (docker compose logs mlflow)."""
+    project = _run(load_project, project_dir, env)
+    if tail is not None and tail != "all" and not tail.isdigit():
+        _fail(UserError(f"--tail: {tail!r} must be a number of lines or 'all'"))
+    options = (["--follow"] if follow else []) + (["--tail", tail] if tail is not None else [])
+    _exec(project.compose(out).argv("logs", *options, "mlflow"))
+
+
+def gc_command(settings: Settings, older_than: str | None, backend_store_uri: str | None = None) -> list[str]:
+    command = compose_artifact.gc_command(settings)
+    if backend_store_uri is not None:
+        command[command.index("--backend-store-uri") + 1] = backend_store_uri
+    if older_than is not None:
+        command += ["--older-than", older_than]
+    return command
+
+
+@app.command()
+def gc(
+    project_dir: ProjectDirOption = Path("."),
+    env: EnvOption = None,
+    older_than: Annotated[Optional[str], typer.Option("--older-than", help="Only runs deleted longer ago, e.g. 30d or 1d2h.")] = None,
+    local: Annotated[bool, typer.Option("--local", help="Run mlflow gc here instead of in the mlflow-gc container.")] = False,
+    backend_store_uri: Annotated[Optional[str], typer.Option("--backend-store-uri", help="With --local: the database, e.g. postgresql://mlflow@localhost:5432/mlflow.")] = None,
+    tracking_uri: Annotated[Optional[str], typer.Option("--tracking-uri", help="With --local: the server that deletes proxied artifacts; default http://localhost:MLFLOW_PORT.")] = None,
+    out: OutDirOption = None,
+) -> None:
+    """Delete runs in the deleted stage now: the mlflow-gc service's command, run once."""
+    project = _run(load_project, project_dir, env)
+    if older_than is not None and not _valid_duration(older_than):
+        _fail(UserError(f"--older-than: {older_than!r} must be a duration in #d#h#m#s form, such as 30d or 1d12h"))
+    if not local:
+        if backend_store_uri or tracking_uri:
+            _fail(UserError("--backend-store-uri and --tracking-uri go with --local"))
+        command = ["python", "-m", "init.gc", "--once", "--", *gc_command(project.settings, older_than)]
+        _exec(project.compose(out).argv("run", "--rm", "mlflow-gc", *command))
+    if not backend_store_uri:
+        _fail(UserError("--local needs --backend-store-uri, the database as seen from here "
+                        "(for example postgresql://mlflow@localhost:5432/mlflow)"))
+    environment = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri or project.direct_url}
+    if project.settings.database.password is not None:
+        environment.setdefault("PGPASSWORD", project.settings.database.password.get_secret_value())
+    command = [sys.executable, "-m", "init.gc", "--once", "--",
+               *gc_command(project.settings, older_than, backend_store_uri)]
+    raise typer.Exit(subprocess.run(command, env=environment).returncode)
+
+
+def _valid_duration(text: str) -> bool:
+    import re
+
+    return bool(re.fullmatch(r"(?:[0-9]+(?:\.[0-9]+)?[dhms])+", text))
+
+
+# -- export and import -------------------------------------------------------
+
+@app.command()
+def export(
+    experiment: Annotated[str, typer.Option("--experiment", help="The experiment's name.")],
+    output: Annotated[Path, typer.Option("--output", help="The directory to write; rerun to resume.")],
+    project_dir: ProjectDirOption = Path("."),
+    env: EnvOption = None,
+    url: UrlOption = None,
+    ca_file: CaFileOption = None,
+    insecure: InsecureOption = False,
+) -> None:
+    """Write an experiment, its runs (full metric histories) and their artifacts to a directory."""
+    project = _run(load_project, project_dir, env)
+    api = project.api(url, ca_file, insecure)
+    summary = _run(transfer.export_experiment, api, experiment, output, progress=_progress())
+    typer.echo(f"exported experiment {experiment!r} to {output}: {summary}")
+
+
+@app.command("import")
+def import_(
+    input_dir: Annotated[Path, typer.Option("--input", help="A directory written by export.")],
+    experiment: Annotated[Optional[str], typer.Option("--experiment", help="Name for the new experiment; default: the exported name.")] = None,
+    project_dir: ProjectDirOption = Path("."),
+    env: EnvOption = None,
+    url: UrlOption = None,
+    ca_file: CaFileOption = None,
+    insecure: InsecureOption = False,
+) -> None:
+    """Recreate an exported experiment as a new one: runs, params, tags, metric histories, artifacts."""
+    project = _run(load_project, project_dir, env)
+    api = project.api(url, ca_file, insecure)
+    summary = _run(transfer.import_experiment, api, input_dir, experiment, progress=_progress())
+    typer.echo(f"imported {input_dir}: {summary}")
+
+
+def _progress():
+    """A progress callback for a terminal; nothing when output goes to a file or pipe."""
+    if not sys.stderr.isatty():
+        return None
+
+    def report(done: int, total: int, label: str) -> None:
+        width = 30
+        filled = width * done // max(total, 1)
+        end = "\n" if done >= total else ""
+        sys.stderr.write(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}{end}")
+        sys.stderr.flush()
+
+    return report
