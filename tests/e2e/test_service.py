@@ -112,6 +112,11 @@ def test_wrong_credentials_and_an_unreachable_server_are_one_clear_line(stack, e
     assert result.returncode == 1
     assert result.stderr.startswith("Error: cannot reach http://127.0.0.1:9 (") and "run nself start" in result.stderr
     no_traceback(result)
+    result = service(stack, e2e_project, "models", "--url", stack.public_url)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"Error: {stack.public_url}: TLS verification failed (")
+    assert result.stderr.rstrip().endswith("pass --ca-file with the certificate's CA, or --insecure")
+    assert service(stack, e2e_project, "models", "--url", stack.public_url, "--insecure").returncode == 0
 
 
 def test_gc_local_mode_deletes_a_deleted_run(stack, e2e_project):
