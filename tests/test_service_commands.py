@@ -163,6 +163,18 @@ def test_status_reports_container_states(prod_project, docker, layout):
     assert result.returncode == 1
 
 
+def test_status_is_healthy_containers_and_a_removed_init_container(prod_project, docker):
+    running = [line for line in PS_LINES if line["Service"] != "mlflow-init"]
+    running[1] = {**running[1], "Health": "healthy"}
+    result, _ = docker(prod_project, "status", "--url", "http://127.0.0.1:9", "--public-url", "http://127.0.0.1:9",
+                       FAKE_DOCKER_PS="\n".join(json.dumps(line) for line in running))
+    lines = result.stdout.splitlines()
+    assert "container mlflow-init: removed after it ran (nself removes init containers)" in lines
+    assert "container mlflow-gc: running (healthy)" in lines
+    # Healthy containers, but the server itself does not answer.
+    assert result.returncode == 1
+
+
 def test_status_says_plainly_when_the_daemon_is_down(prod_project, docker):
     result, calls = docker(prod_project, "status", "--url", "http://127.0.0.1:9", "--public-url", "http://127.0.0.1:9",
                            FAKE_DOCKER_DAEMON="down")

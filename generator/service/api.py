@@ -40,6 +40,7 @@ class MlflowApi:
     ca_file: Path | None = None
     insecure: bool = False
     timeout: float = 30
+    page_size: int = PAGE_SIZE
     credentials_hint: str = "set MLFLOW_AUTH_USERNAME and MLFLOW_AUTH_PASSWORD in the project's env files"
 
     def __post_init__(self) -> None:
@@ -136,7 +137,7 @@ class MlflowApi:
         """Every item of a paginated POST …/search."""
         token = None
         while True:
-            page = self.post(path, {**body, "max_results": PAGE_SIZE, **({"page_token": token} if token else {})})
+            page = self.post(path, {**body, "max_results": self.page_size, **({"page_token": token} if token else {})})
             yield from page.get(key, [])
             token = page.get("next_page_token")
             if not token:
@@ -146,7 +147,7 @@ class MlflowApi:
         """Every item of a paginated GET …/search (registered models, model versions)."""
         token = None
         while True:
-            page = self.get(endpoint, max_results=PAGE_SIZE, **params, **({"page_token": token} if token else {}))
+            page = self.get(endpoint, max_results=self.page_size, **params, **({"page_token": token} if token else {}))
             yield from page.get(key, [])
             token = page.get("next_page_token")
             if not token:

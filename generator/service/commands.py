@@ -198,13 +198,15 @@ def _enabled_services(project: Project) -> list[str]:
 
 
 def _container_state(service: str, item: dict | None) -> tuple[bool, str]:
+    if service == "mlflow-init":
+        # A one-shot container: done is good, and nself removes it once it exited.
+        if item is None:
+            return True, "removed after it ran (nself removes init containers)"
+        ok = item.get("State") == "exited" and item.get("ExitCode", 0) == 0
+        return ok, f"{item.get('State', '?')} (exit code {item.get('ExitCode', '?')})"
     if item is None:
         return False, "not created (run nself start)"
     state, health = item.get("State", "?"), item.get("Health", "")
-    if service == "mlflow-init":
-        # A one-shot container: done is good; nself may already have removed it.
-        ok = state == "exited" and item.get("ExitCode", 0) == 0
-        return ok, f"{state} (exit code {item.get('ExitCode', '?')})"
     ok = state == "running" and health in ("", "healthy")
     return ok, f"{state}{f' ({health})' if health else ''}"
 

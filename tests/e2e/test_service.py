@@ -90,11 +90,25 @@ def test_experiments_lists_names_stages_and_run_counts(stack, seeded, e2e_projec
 def test_models_lists_the_production_version(stack, seeded, e2e_project):
     result = service(stack, e2e_project, "models", "--json", *public(stack))
     assert result.returncode == 0, result.stderr
-    models = json.loads(result.stdout)
-    assert [m["name"] for m in models] == ["production-classifier"]
-    assert models[0]["latest_versions"] == {"Production": "1"}
+    models = {m["name"]: m for m in json.loads(result.stdout)}
+    assert models["production-classifier"]["latest_versions"] == {"Production": "1"}
     table = service(stack, e2e_project, "models", *public(stack)).stdout
     assert "production-classifier  Production: v1" in table
+
+
+def test_listings_follow_every_page(stack, seeded):
+    from generator.service.commands import list_experiments, list_models
+
+    api = MlflowApi(stack.mlflow_url)
+    for index in range(3):
+        api.post("registered-models/create", {"name": f"paging-model-{index}"})
+    small_pages = MlflowApi(stack.mlflow_url, page_size=1)
+    experiments = list_experiments(api)
+    assert len(experiments) >= 3
+    assert list_experiments(small_pages) == experiments
+    models = list_models(api)
+    assert len(models) >= 4
+    assert list_models(small_pages) == models
 
 
 def test_wrong_credentials_and_an_unreachable_server_are_one_clear_line(stack, e2e_project, tmp_path):

@@ -142,7 +142,8 @@ def test_rest_get_run(stack, seeded):
 def test_rest_list_registered_models(stack, seeded):
     status, body = curl(stack, f"{stack.public_url}{API}/registered-models/list")
     assert status == 200, body
-    assert [model["name"] for model in json.loads(body)["registered_models"]] == ["production-classifier"]
+    models = {model["name"]: model for model in json.loads(body)["registered_models"]}
+    assert [v["current_stage"] for v in models["production-classifier"]["latest_versions"]] == ["Production"]
 
 
 def test_rest_get_model_version(stack, seeded):
