@@ -31,6 +31,7 @@ from tests.nginx_harness import NginxServer
 from tests.services import PostgresServer, SeaweedS3, free_port
 
 CLIENTS = Path(__file__).resolve().parent / "clients"
+RESOLVER = Path(__file__).resolve().parent / "resolver"  # maps the public host to loopback
 # Service names that exist only on the compose network.
 CONTAINER_ADDRESS = re.compile(r"\b(postgres|minio|mlflow|mlflow-blackbox):\d+")
 
@@ -160,8 +161,20 @@ class Stack:
         return self.nginx.start()
 
     @property
+    def public_host(self) -> str:
+        return self.nginx.host
+
+    @property
     def public_url(self) -> str:
-        return f"https://127.0.0.1:{self.nginx.https_port}"
+        """The public URL, as users type it; only the port is the harness's."""
+        return f"https://{self.public_host}:{self.nginx.https_port}"
+
+    def resolver_environment(self) -> dict[str, str]:
+        """What a client process needs to find the public host on loopback."""
+        return {"PYTHONPATH": str(RESOLVER), "NSELF_TEST_HOSTS": f"{self.public_host}=127.0.0.1"}
+
+    def curl_resolve(self) -> list[str]:
+        return ["--resolve", f"{self.public_host}:{self.nginx.https_port}:127.0.0.1"]
 
     @property
     def credentials(self) -> tuple[str, str]:
@@ -179,6 +192,7 @@ class Stack:
             "MLFLOW_TRACKING_USERNAME": username,
             "MLFLOW_TRACKING_PASSWORD": password,
             "MLFLOW_TRACKING_SERVER_CERT_PATH": str(self.nginx.ca_file),
+            **self.resolver_environment(),
         }
 
     def run_client(self, script: str, *args: str, timeout: float = 600) -> dict:

@@ -22,7 +22,8 @@ from tests.e2e.stack import Stack
 
 
 def service(stack: Stack, project: Path, *args: str, path: str | None = None, timeout: float = 900):
-    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+    resolver = stack.resolver_environment()
+    environment = {**os.environ, **resolver, "PYTHONPATH": f"{ROOT}:{resolver['PYTHONPATH']}"}
     if path is not None:
         environment["PATH"] = path
     return subprocess.run(

@@ -40,7 +40,8 @@ API = "/api/2.0/mlflow"
 def curl(stack: Stack, *args: str, auth: bool = True) -> tuple[int, str]:
     """The seed's curl examples, sent to the public URL with the CA and credentials."""
     require_tool(shutil.which("curl"), "curl (Debian package curl)")
-    command = ["curl", "-sS", "--cacert", str(stack.nginx.ca_file), "-o", "-", "-w", "\n%{http_code}"]
+    command = ["curl", "-sS", "--cacert", str(stack.nginx.ca_file), *stack.curl_resolve(),
+               "-o", "-", "-w", "\n%{http_code}"]
     if auth:
         command += ["-u", ":".join(stack.credentials)]
     result = subprocess.run([*command, *args], capture_output=True, text=True, timeout=60, check=True)
