@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -27,6 +28,7 @@ import yaml
 from generator.artifacts import compose as compose_artifact
 from generator.artifacts import nginx as nginx_artifact
 from tests.compose_values import service_environment
+from tests.e2e.mlflow_venv import FROM_LINE
 from tests.nginx_harness import NginxServer
 from tests.services import PostgresServer, SeaweedS3, free_port
 
@@ -65,6 +67,12 @@ class Stack:
     nginx: NginxServer | None = None
 
     # -- reading the generated files -------------------------------------
+    @property
+    def version(self) -> tuple[int, ...]:
+        """The MLflow version of the generated image (its FROM line)."""
+        base = FROM_LINE.search((self.out / "mlflow" / "Dockerfile").read_text())
+        return tuple(int(part) for part in base["version"].split("."))
+
     @property
     def services(self) -> dict:
         return yaml.safe_load((self.out / compose_artifact.PATH).read_text())["services"]
@@ -221,3 +229,4 @@ class Stack:
         self.stop_mlflow()
         if self.nginx is not None:
             self.nginx.stop()
+        shutil.rmtree(self.root, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""The seed's "Registering a Model" example: register a run's model, stage it.
+"""The seed's "Registering a Model" example: register a run's model, stage it, alias it.
 
     python seed_registry.py RUN_ID
 """
@@ -23,5 +23,8 @@ client.transition_model_version_stage(
     version=result.version,
     stage="Production",
 )
+
+# Aliases (2.3 and later): the way 3.x points at a version, since stages are deprecated.
+client.set_registered_model_alias("production-classifier", "champion", result.version)
 
 print(json.dumps({"version": str(result.version)}))

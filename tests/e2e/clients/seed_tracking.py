@@ -1,7 +1,8 @@
 """The seed's tracking examples, as documented, with a real trained model.
 
 "Tracking Experiments": a run with log_param, log_metric, sklearn.log_model and
-two log_artifact files; then the PyTorch example's loop (log_params and
+two log_artifact files (on 3.x, log_model needs serialization_format="cloudpickle"
+for a RandomForest: its default, skops, refuses to load tree models); then the PyTorch example's loop (log_params and
 per-epoch steps; its model needs PyTorch, which the image does not carry).
 Prints one JSON object with what the test checks against the server.
 """
@@ -50,7 +51,12 @@ with mlflow.start_run(run_name="random-forest-v1") as run:
     mlflow.log_metric("f1_score", metrics["f1_score"])
     mlflow.log_metric("auc", metrics["auc"])
 
-    mlflow.sklearn.log_model(model, "model")
+    if int(mlflow.__version__.split(".")[0]) >= 3:
+        # 3.x saves with skops by default, which refuses to load tree models
+        # ("untrusted types"); the seed's example predates that.
+        model_info = mlflow.sklearn.log_model(model, name="model", serialization_format="cloudpickle")
+    else:
+        model_info = mlflow.sklearn.log_model(model, "model")
 
     ConfusionMatrixDisplay.from_predictions(y_test, predicted).figure_.savefig("confusion_matrix.png")
     with open("feature_importance.csv", "w", newline="") as handle:
@@ -78,6 +84,7 @@ print(json.dumps({
     "run_id": run.info.run_id,
     "experiment_id": run.info.experiment_id,
     "artifact_uri": run.info.artifact_uri,
+    "model_uri": model_info.model_uri,
     "metrics": metrics,
     "artifact_sha256": {name: sha256(name) for name in ("confusion_matrix.png", "feature_importance.csv")},
     "test_inputs": X_test.tolist(),
