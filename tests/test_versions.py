@@ -86,3 +86,21 @@ def test_image_pins_follow_the_version(tmp_path):
     dockerfile = image.build(settings_for(tmp_path, "3.1.0"))["mlflow/Dockerfile"].decode()
     assert "FROM ghcr.io/mlflow/mlflow:v3.1.0\n" in dockerfile
     assert all(requirement.count("==") == 1 for requirement in image.requirements(v("3.1.0")))
+
+
+def test_allowed_hosts_are_listed_once_with_the_default_port(tmp_path):
+    command = compose.server_command(settings_for(tmp_path, "3.5.0"))
+    hosts = command[command.index("--allowed-hosts") + 1].split(",")
+    assert hosts == ["mlflow.example.com", "mlflow:5000", "localhost:5000", "127.0.0.1:5000"]
+
+
+@pytest.mark.parametrize("version", ["2.9.2", "3.4.0", "3.17.2"])
+def test_gc_and_healthcheck_are_the_same_in_every_version(tmp_path, version):
+    # gc reads the server from MLFLOW_TRACKING_URI in every version (3.x also
+    # has --tracking-uri, whose default is that variable); /health has no
+    # prefix unless --static-prefix is used, which the build never does.
+    settings = settings_for(tmp_path, version)
+    assert compose.gc_command(settings) == ["mlflow", "gc", "--backend-store-uri", "postgresql://mlflow@postgres:5432/mlflow"]
+    service = compose.gc_service(settings, "tag")
+    assert service["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert "/health'" in compose._healthcheck()["test"][-1]

@@ -95,15 +95,17 @@ def server_command(settings: Settings) -> list[str]:
 
 
 def allowed_hosts(settings: Settings) -> list[str]:
+    """Host headers 3.5+ accepts: matching is exact, including the port."""
     port = settings.server.port
-    return [
-        settings.public_host,
-        f"mlflow:{CONTAINER_PORT}",
-        f"localhost:{port}",
+    hosts = [
+        settings.public_host,  # through nginx, which forwards $host (no port)
+        f"mlflow:{CONTAINER_PORT}",  # other services and mlflow-gc
+        f"localhost:{port}",  # from the host, through the published port
         f"127.0.0.1:{port}",
-        f"localhost:{CONTAINER_PORT}",
+        f"localhost:{CONTAINER_PORT}",  # inside the container: the healthcheck
         f"127.0.0.1:{CONTAINER_PORT}",
     ]
+    return list(dict.fromkeys(hosts))  # MLFLOW_PORT=5000 would list two twice
 
 
 def _s3_environment(settings: Settings) -> dict[str, Any]:

@@ -65,6 +65,19 @@ def main() -> int:
         log(f"{where}: applying {config.sql_file} failed: {_first_line(error)}")
         return 1
 
+    from init import schema
+
+    try:
+        migrated = schema.upgrade(config, echo=log)
+    except schema.SchemaError as error:
+        log(f"{where}: {schema.STEP}: {error}")
+        return 1
+    except psycopg.Error as error:
+        log(f"{where}: {schema.STEP}: {_first_line(error)}")
+        return 1
+    if migrated is not None:
+        log_step(migrated)
+
     where = f"S3 at {config.s3_endpoint}"
     try:
         s3, exists = bucket.wait_until_reachable(config, deadline)
