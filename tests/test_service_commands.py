@@ -37,6 +37,11 @@ if sys.argv[1:2] == ["info"]:
     sys.exit(0)
 if "ps" in sys.argv:
     print(os.environ.get("FAKE_DOCKER_PS", ""))
+# Canned answers for commands run in containers: the first needle found in the argv.
+for needle, answer in json.loads(os.environ.get("FAKE_DOCKER_ANSWERS", "[]")):
+    if needle in " ".join(sys.argv):
+        sys.stdout.write(answer)
+        break
 sys.exit(int(os.environ.get("FAKE_DOCKER_EXIT", "0")))
 """
 
@@ -245,3 +250,130 @@ def test_progress_is_drawn_on_a_terminal_only(monkeypatch, capsys):
         "exporting runs [###############...............] 2/4",
         "exporting runs [##############################] 4/4\n",
     ]
+
+
+# -- backup, restore and db-dump through compose ----------------------------------
+
+BACKUP_BUCKET = "compose-backup-test"
+REVISION = "acf3f17fdcc7"
+
+
+def postgres_answers(**overrides: str) -> str:
+    """What psql and pg_dump print in the postgres container, as the backup asks."""
+    answers = {"SHOW server_version": "15.8", "to_regclass": "t", "version_num": REVISION,
+               "FROM pg_class": "0", "pg_stat_activity": "0", "pg_dump": "PGDMP not a real dump", **overrides}
+    return json.dumps(list(answers.items()))
+
+
+@pytest.fixture
+def backup_project(prod_project, s3_server):
+    """The prod project with a bucket of its own on the shared S3 server, holding two objects."""
+    with open(prod_project / ".env", "a") as env:
+        env.write(f"MLFLOW_ARTIFACTS_BUCKET={BACKUP_BUCKET}\n")
+    assert run_generator("build", "--project-dir", prod_project).returncode == 0
+    s3 = s3_server_client(s3_server)
+    if BACKUP_BUCKET not in [bucket["Name"] for bucket in s3.list_buckets()["Buckets"]]:
+        s3.create_bucket(Bucket=BACKUP_BUCKET)
+    for key in [item["Key"] for item in s3.list_objects_v2(Bucket=BACKUP_BUCKET).get("Contents", [])]:
+        s3.delete_object(Bucket=BACKUP_BUCKET, Key=key)
+    s3.put_object(Bucket=BACKUP_BUCKET, Key="1/abc/artifacts/model.pkl", Body=b"model bytes")
+    s3.put_object(Bucket=BACKUP_BUCKET, Key="1/abc/artifacts/plot.png", Body=b"\x89PNG plot")
+    return prod_project
+
+
+def s3_server_client(server):
+    import boto3
+
+    return boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1",
+                        aws_access_key_id=server.access_key, aws_secret_access_key=server.secret_key)
+
+
+def exec_postgres(project: Path, *command: str) -> list[str]:
+    return [*compose_prefix(project), "exec", "-T", "postgres", *command]
+
+
+def test_db_dump_runs_pg_dump_in_the_postgres_container(prod_project, docker, tmp_path, compose_bin):
+    output = tmp_path / "mlflow-backup.sql"
+    result, calls = docker(prod_project, "db-dump", "--output", str(output),
+                           FAKE_DOCKER_ANSWERS=postgres_answers(pg_dump="-- PostgreSQL database dump\n"))
+    assert result.returncode == 0, result.stderr
+    assert calls == [["info", "--format", "{{.ServerVersion}}"],
+                     exec_postgres(prod_project, "pg_dump", "-U", "postgres", "--format=plain", "--no-owner",
+                                   "--no-privileges", "--dbname", "mlflow")]
+    assert output.read_text() == "-- PostgreSQL database dump\n"
+    config = subprocess.run([compose_bin, *calls[1][1:calls[1].index("exec")], "config", "-q"],
+                            capture_output=True, text=True, timeout=60)
+    assert config.returncode == 0, config.stderr
+
+
+def test_db_dump_fails_plainly_without_a_daemon(prod_project, docker, tmp_path):
+    output = tmp_path / "mlflow-backup.sql"
+    result, _ = docker(prod_project, "db-dump", "--output", str(output), FAKE_DOCKER_DAEMON="down")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "docker compose is not usable here" in result.stderr and "--direct" in result.stderr
+    assert not output.exists()
+
+
+def backup_through_compose(project, docker, s3_server, archive):
+    result, calls = docker(project, "backup", "--output", str(archive), "--s3-endpoint", s3_server.endpoint,
+                           FAKE_DOCKER_ANSWERS=postgres_answers())
+    assert result.returncode == 0, result.stderr
+    return calls
+
+
+def test_backup_dumps_in_the_postgres_container_and_reads_the_bucket(backup_project, docker, s3_server, tmp_path):
+    archive = tmp_path / "backup.tar"
+    calls = backup_through_compose(backup_project, docker, s3_server, archive)
+    assert exec_postgres(backup_project, "pg_dump", "-U", "postgres", "--format=custom", "--dbname", "mlflow") in calls
+    import tarfile
+
+    with tarfile.open(archive) as opened:
+        manifest = json.load(opened.extractfile("manifest.json"))
+        assert opened.extractfile("database.pgdump").read() == b"PGDMP not a real dump"
+    assert manifest["postgres"]["version"] == "15.8" and manifest["mlflow"]["schema_revision"] == REVISION
+    assert [entry["key"] for entry in manifest["bucket"]["objects"]] == ["1/abc/artifacts/model.pkl",
+                                                                         "1/abc/artifacts/plot.png"]
+
+
+def test_restore_checks_the_schema_in_the_image_and_stops_nothing_when_it_refuses(backup_project, docker, s3_server,
+                                                                                  tmp_path):
+    archive = tmp_path / "backup.tar"
+    backup_through_compose(backup_project, docker, s3_server, archive)
+    check = [*compose_prefix(backup_project), "run", "--rm", "--no-deps", "-T", "mlflow-init",
+             "python", "-m", "init.schema", "check", REVISION]
+
+    answers = postgres_answers(**{"init.schema check": f"newer dc11669786a5 2.9.2\n"})
+    result, calls = docker(backup_project, "restore", "--input", str(archive), "--s3-endpoint", s3_server.endpoint,
+                           "--force", FAKE_DOCKER_ANSWERS=answers)
+    assert result.returncode == 1 and "MLflow cannot downgrade" in result.stderr
+    assert check in calls and not [call for call in calls if "stop" in call or "pg_restore" in call]
+
+    answers = postgres_answers(**{"init.schema check": f"current {REVISION} 2.9.2\n", "FROM pg_class": "31"})
+    result, calls = docker(backup_project, "restore", "--input", str(archive), "--s3-endpoint", s3_server.endpoint,
+                           FAKE_DOCKER_ANSWERS=answers)
+    assert result.returncode == 1 and "refusing to overwrite the non-empty database mlflow and bucket" in result.stderr
+    assert not [call for call in calls if "stop" in call or "pg_restore" in call]
+
+
+def test_restore_stops_mlflow_restores_in_the_container_and_starts_it_again(backup_project, docker, s3_server,
+                                                                            tmp_path):
+    archive = tmp_path / "backup.tar"
+    backup_through_compose(backup_project, docker, s3_server, archive)
+    s3 = s3_server_client(s3_server)
+    s3.delete_object(Bucket=BACKUP_BUCKET, Key="1/abc/artifacts/plot.png")
+    s3.put_object(Bucket=BACKUP_BUCKET, Key="2/extra", Body=b"not in the backup")
+
+    answers = postgres_answers(**{"init.schema check": f"current {REVISION} 2.9.2\n"})
+    result, calls = docker(backup_project, "restore", "--input", str(archive), "--s3-endpoint", s3_server.endpoint,
+                           "--force", FAKE_DOCKER_ANSWERS=answers)
+    assert result.returncode == 0, result.stderr
+    stop = calls.index([*compose_prefix(backup_project), "stop", "mlflow", "mlflow-gc"])
+    restore = calls.index(exec_postgres(backup_project, "pg_restore", "-U", "postgres", "--no-owner",
+                                        "--no-privileges", "--file", "-"))
+    load = calls.index(exec_postgres(backup_project, "psql", "-U", "postgres", "-X", "-q", "-v", "ON_ERROR_STOP=1",
+                                     "--single-transaction", "-d", "mlflow", "-f", "-"))
+    start = calls.index([*compose_prefix(backup_project), "up", "-d", "mlflow", "mlflow-gc"])
+    assert stop < min(load, restore) and max(load, restore) < start  # the two run side by side
+    keys = sorted(item["Key"] for item in s3.list_objects_v2(Bucket=BACKUP_BUCKET)["Contents"])
+    assert keys == ["1/abc/artifacts/model.pkl", "1/abc/artifacts/plot.png"]
+    assert s3.get_object(Bucket=BACKUP_BUCKET, Key="1/abc/artifacts/plot.png")["Body"].read() == b"\x89PNG plot"

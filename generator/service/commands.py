@@ -486,3 +486,184 @@ def _progress():
         sys.stderr.flush()
 
     return report
+
+
+# -- backup, restore and db-dump ---------------------------------------------------
+
+DirectOption = Annotated[bool, typer.Option(
+    "--direct", help="Reach PostgreSQL and S3 from here (local pg_dump/psql, boto3) instead of through docker compose.")]
+DbHostOption = Annotated[str, typer.Option("--db-host", help="With --direct: the PostgreSQL host.")]
+DbPortOption = Annotated[Optional[int], typer.Option("--db-port", help="With --direct: the PostgreSQL port; default POSTGRES_PORT.")]
+PgBindirOption = Annotated[Optional[Path], typer.Option(
+    "--pg-bindir", help="With --direct: where pg_dump, pg_restore and psql are; default: PATH.")]
+S3EndpointOption = Annotated[Optional[str], typer.Option(
+    "--s3-endpoint", help="The S3 endpoint as seen from here; default http://localhost:MINIO_PORT.")]
+
+
+def _postgres_tools(project: Project, direct: bool, db_host: str, db_port: int | None, pg_bindir: Path | None,
+                    out: Path | None):
+    from generator.service.backup import PostgresTools
+
+    database = project.settings.database
+    if not direct:
+        _require_docker()
+        # The postgres image trusts its own socket: no password leaves the container.
+        return PostgresTools(database.name, database.user, tuple(project.compose(out).argv("exec", "-T", "postgres")),
+                             ("-U", database.admin_user), where="PostgreSQL (the postgres container)")
+    if database.admin_password is None:
+        raise UserError("POSTGRES_PASSWORD: not set in the project's env files; --direct connects as POSTGRES_USER")
+    port = db_port or database.port
+    return PostgresTools(database.name, database.user, (), ("-h", db_host, "-p", str(port), "-U", database.admin_user),
+                         {"PGPASSWORD": database.admin_password.get_secret_value()}, pg_bindir,
+                         where=f"PostgreSQL at {db_host}:{port}")
+
+
+def _bucket(project: Project, s3_endpoint: str | None):
+    from generator.service.backup import s3_bucket
+
+    storage = project.settings.storage
+    if storage.root_password is None:
+        raise UserError("MINIO_ROOT_PASSWORD: not set in the project's env files; the backup reads the bucket with it")
+    endpoint = s3_endpoint or f"http://localhost:{storage.minio_port}"
+    return s3_bucket(endpoint, storage.root_user, storage.root_password.get_secret_value(), storage.bucket)
+
+
+def _require_docker() -> None:
+    reachable, reason = docker_reachable()
+    if not reachable:
+        raise ServiceError(f"docker compose is not usable here: {reason}; start the stack (nself start), "
+                           "or pass --direct with --db-host and --s3-endpoint")
+
+
+def _schema_check(project: Project, direct: bool, mlflow_python: Path | None, out: Path | None):
+    """How to ask the pinned MLflow where a schema revision stands: current, older or newer."""
+    if direct and mlflow_python is None:
+        raise UserError("--mlflow-python: --direct restore needs the Python of the pinned MLflow "
+                        f"({project.settings.server.version}) to check the archive's schema revision")
+
+    def check(revision: str) -> str:
+        if direct:
+            import init
+
+            packages = str(Path(init.__file__).resolve().parent.parent)
+            environment = {**os.environ, "PYTHONPATH": os.pathsep.join(
+                filter(None, [packages, os.environ.get("PYTHONPATH")]))}
+            argv = [str(mlflow_python), "-m", "init.schema", "check", revision]
+        else:
+            environment = None
+            argv = project.compose(out).argv("run", "--rm", "--no-deps", "-T", "mlflow-init",
+                                             "python", "-m", "init.schema", "check", revision)
+        try:
+            result = subprocess.run(argv, env=environment, capture_output=True, text=True, timeout=300)
+        except FileNotFoundError:
+            raise ServiceError(f"{argv[0]}: not found") from None
+        words = result.stdout.split()
+        if result.returncode != 0 or not words or words[0] not in ("current", "older", "newer"):
+            detail = (result.stderr.strip().splitlines() or ["no answer"])[-1]
+            raise ServiceError(f"checking schema revision {revision} with the pinned MLflow failed: {detail}")
+        check.head = words[1]
+        return words[0]
+
+    return check
+
+
+@app.command()
+def backup(
+    output: Annotated[Path, typer.Option("--output", help="The archive to write: .tar, or .tar.gz to compress.")],
+    project_dir: ProjectDirOption = Path("."),
+    env: EnvOption = None,
+    direct: DirectOption = False,
+    db_host: DbHostOption = "localhost",
+    db_port: DbPortOption = None,
+    pg_bindir: PgBindirOption = None,
+    s3_endpoint: S3EndpointOption = None,
+    out: OutDirOption = None,
+) -> None:
+    """One archive: a pg_dump of the MLflow database, every object of the bucket, and a manifest of checksums."""
+    from generator.service.backup import create_backup
+
+    project = _run(load_project, project_dir, env)
+    postgres = _run(_postgres_tools, project, direct, db_host, db_port, pg_bindir, out)
+    bucket = _run(_bucket, project, s3_endpoint)
+    created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    result = _run(create_backup, postgres, bucket, output, str(project.settings.server.version), created,
+                  progress=_progress())
+    for key in result.skipped:
+        typer.echo(f"note: {key} was deleted while the backup ran; it is not in the archive")
+    typer.echo(f"backup written to {output}: database {postgres.database} ({_megabytes(result.dump_bytes)}, "
+               f"schema revision {result.schema_revision or 'none: empty database'}), "
+               f"{result.objects} objects ({_megabytes(result.object_bytes)}) from bucket {bucket.name}")
+
+
+@app.command()
+def restore(
+    input_file: Annotated[Path, typer.Option("--input", help="An archive written by backup.")],
+    force: Annotated[bool, typer.Option("--force", help="Replace a non-empty database and bucket.")] = False,
+    project_dir: ProjectDirOption = Path("."),
+    env: EnvOption = None,
+    direct: DirectOption = False,
+    db_host: DbHostOption = "localhost",
+    db_port: DbPortOption = None,
+    pg_bindir: PgBindirOption = None,
+    s3_endpoint: S3EndpointOption = None,
+    mlflow_python: Annotated[Optional[Path], typer.Option(
+        "--mlflow-python", help="With --direct: a Python with the pinned MLflow, to check the schema revision.")] = None,
+    out: OutDirOption = None,
+) -> None:
+    """Verify every checksum, then restore the database and the bucket, then check them against the manifest."""
+    from generator.service.backup import plan_restore, restore_backup
+
+    project = _run(load_project, project_dir, env)
+    postgres = _run(_postgres_tools, project, direct, db_host, db_port, pg_bindir, out)
+    bucket = _run(_bucket, project, s3_endpoint)
+    check = _run(_schema_check, project, direct, mlflow_python, out)
+    plan = _run(plan_restore, input_file, postgres, bucket, force, check, progress=_progress())
+    stopped = [] if direct else _enabled_services(project)
+    stopped = [service for service in stopped if service != "mlflow-init"]
+    if stopped:
+        _compose_quietly(project.compose(out).argv("stop", *stopped))
+    try:
+        summary = _run(restore_backup, input_file, plan, postgres, bucket, progress=_progress())
+    finally:
+        if stopped:
+            # mlflow waits for mlflow-init, which migrates an older schema first.
+            _compose_quietly(project.compose(out).argv("up", "-d", *stopped))
+    revision = summary["schema_revision"]
+    typer.echo(f"restored {input_file}: database {postgres.database} (schema revision {revision or 'none'}), "
+               f"{summary['objects']} objects ({_megabytes(summary['bytes'])}) in bucket {bucket.name}; "
+               "checked against the manifest")
+    head = getattr(check, "head", None)
+    if revision and head and revision != head:
+        typer.echo(f"the schema is older than MLflow {project.settings.server.version}'s ({head}): "
+                   "mlflow-init migrates it before mlflow starts")
+
+
+@app.command("db-dump")
+def db_dump(
+    output: Annotated[Path, typer.Option("--output", help="The plain SQL file to write.")],
+    project_dir: ProjectDirOption = Path("."),
+    env: EnvOption = None,
+    direct: DirectOption = False,
+    db_host: DbHostOption = "localhost",
+    db_port: DbPortOption = None,
+    pg_bindir: PgBindirOption = None,
+    out: OutDirOption = None,
+) -> None:
+    """A plain SQL dump of the MLflow database (what `nself db dump --database mlflow` writes)."""
+    from generator.service.backup import dump_sql
+
+    project = _run(load_project, project_dir, env)
+    postgres = _run(_postgres_tools, project, direct, db_host, db_port, pg_bindir, out)
+    size = _run(dump_sql, postgres, output)
+    typer.echo(f"database {postgres.database} dumped to {output} ({_megabytes(size)})")
+
+
+def _compose_quietly(argv: list[str]) -> None:
+    result = subprocess.run(argv, capture_output=True, text=True)
+    if result.returncode != 0:
+        _fail(ServiceError(f"{' '.join(argv[-2:])}: docker compose failed: "
+                           f"{(result.stderr.strip().splitlines() or ['no output'])[-1]}"))
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
