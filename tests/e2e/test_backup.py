@@ -285,3 +285,11 @@ def test_db_dump_writes_plain_sql_that_psql_restores(stack, source, e2e_project,
     finally:
         with psycopg.connect(**stack.pg.dsn(), autocommit=True) as connection:
             connection.execute("DROP DATABASE IF EXISTS mlflow_dump_check")
+
+
+def test_a_missing_archive_or_a_directory_is_bad_input(target, source, e2e_project, tmp_path):
+    missing = service(target, e2e_project, "restore", "--input", tmp_path / "nope.tar")
+    assert missing.returncode == 2 and f"--input: {tmp_path / 'nope.tar'} does not exist" in missing.stderr
+    directory = service(target, e2e_project, "backup", "--output", tmp_path)
+    assert directory.returncode == 2 and "is a directory; name the archive file" in directory.stderr
+    assert "Traceback" not in missing.stderr + directory.stderr

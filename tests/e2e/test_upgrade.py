@@ -14,6 +14,7 @@ from generator.envfiles import read_project_env
 from tests.e2e.conftest import DEFAULT_VERSION, NEWEST_3X, build_out, fresh_servers, make_project
 from tests.e2e.mlflow_venv import image_venv
 from tests.e2e.stack import Stack
+from tests.e2e.test_backup import service
 from tests.test_init import outcomes
 
 
@@ -41,6 +42,9 @@ def test_upgrade_from_2_9_2_to_3x_keeps_runs_metrics_artifacts_and_models(tmp_pa
             old.run_client("seed_registry.py", tracking["run_id"])
             run_ids = [tracking["run_id"], tracking["loop_run_id"]]
             before = old.run_client("inspect_runs.py", *run_ids)
+            archive = root / "mlflow-2.9.2.tar"
+            backed_up = service(old, project, "backup", "--output", archive)
+            assert backed_up.returncode == 0, backed_up.stderr
         finally:
             old.stop()
 
@@ -63,6 +67,16 @@ def test_upgrade_from_2_9_2_to_3x_keeps_runs_metrics_artifacts_and_models(tmp_pa
             # A second init finds the schema current and leaves it alone.
             again = new.run_init()
             assert again.returncode == 0 and outcomes(again)["mlflow schema"] == "unchanged", again.stdout
+
+            # A 2.9.2 backup restored on 3.x takes the same path: init migrates it.
+            new.stop_mlflow()
+            restored = service(new, project, "restore", "--input", archive, "--force")
+            assert restored.returncode == 0, restored.stderr
+            assert f"older than MLflow {NEWEST_3X}'s" in restored.stdout and "mlflow-init migrates it" in restored.stdout
+            migrated = new.run_init()
+            assert migrated.returncode == 0 and outcomes(migrated)["mlflow schema"] == "updated", migrated.stdout
+            new.start_mlflow()
+            assert new.run_client("inspect_runs.py", *run_ids) == before
         finally:
             new.stop()
 
