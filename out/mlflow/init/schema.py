@@ -116,3 +116,28 @@ def upgrade(config: InitConfig, echo, mlflow: InstalledMlflow | None = None) -> 
     if after != head:
         raise SchemaError(f"mlflow db upgrade left the schema at {after}, not {head}")
     return StepResult(STEP, "updated")
+
+
+def classify(revision: str, mlflow: InstalledMlflow) -> str:
+    """Where a schema revision stands against the installed MLflow: current, older or newer."""
+    if revision == mlflow.head():
+        return "current"
+    return "older" if mlflow.knows(revision) else "newer"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m init.schema check REVISION`: what restore asks before it touches a database."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2 or args[0] != "check":
+        print("usage: python -m init.schema check REVISION", file=sys.stderr)
+        return 2
+    mlflow = InstalledMlflow.find()
+    if mlflow is None:
+        print("MLflow is not installed beside init", file=sys.stderr)
+        return 1
+    print(f"{classify(args[1], mlflow)} {mlflow.head()} {mlflow.version}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
