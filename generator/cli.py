@@ -6,7 +6,6 @@ project's .env.secrets before anything is rendered, so builds stay pure.
 
 from __future__ import annotations
 
-import secrets
 import sys
 from pathlib import Path
 from typing import Optional
@@ -18,7 +17,6 @@ from generator.envfiles import SECRETS_FILE, ProjectEnv, cascade, read_project_e
 from generator.errors import UserError
 from generator.output import diff_outputs, write_outputs
 from generator.projectfiles import append_secrets
-from generator.service import commands as service_commands
 from generator.settings import SALT_ALPHABET, load_settings, mlflow_enabled
 
 # No pretty tracebacks: with local variables shown they would print secrets.
@@ -28,9 +26,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="nself's MLflow service: build its artifacts, and operate the running service.",
 )
-
-# `python -m generator service ACTION`: what `nself service mlflow ACTION` runs.
-app.add_typer(service_commands.app, name="service")
 
 GENERATED_PASSWORD_BYTES = 32  # token_urlsafe(32) gives 43 URL-safe characters
 
@@ -127,6 +122,8 @@ def _refuse_hidden_secrets(project_env: ProjectEnv, missing: tuple[str, ...]) ->
 
 
 def _generate(name: str) -> str:
+    import secrets
+
     if name == "MLFLOW_AUTH_HASH_SALT":
         alphabet = SALT_ALPHABET
         return "".join(secrets.choice(alphabet) for _ in range(21)) + secrets.choice(".Oeu")
@@ -137,3 +134,17 @@ def _fail(error: UserError) -> None:
     typer.echo(f"Error: {error.message}", err=True)
     raise typer.Exit(error.exit_code)
 
+
+# `python -m generator service ACTION`: what `nself service mlflow ACTION` runs.
+# Imported only when used: the service commands pull in HTTP, TLS and
+# archive modules that `build` never needs, and `build` runs on every
+# `nself build`.
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
+)
+def service(context: typer.Context) -> None:
+    """Operate the running service: status, info, experiments, models, open, logs, gc, export, import, backup, restore, db-dump."""
+    from generator.service.commands import app as service_app
+
+    service_app(args=context.args, prog_name="python -m generator service")

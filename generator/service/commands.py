@@ -29,6 +29,7 @@ from generator.service.docker import SERVICES, ComposeProject, docker_reachable,
 from generator.settings import Settings, load_settings, mlflow_enabled
 
 app = typer.Typer(
+    add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     help="Operate the MLflow service of an nself project (what `nself service mlflow …` runs).",
