@@ -7,12 +7,13 @@ MLflow 2.9.2, nginx), runs the seed's tracking and registry examples, and
 logs one SIZE_MIB artifact through nginx. Then, with the service commands
 as users run them (--direct):
   backup to .tar and to .tar.gz, restore each into a fresh stack.
-Prints seconds and MB/s (archive contents: dump plus objects, 1 MB = 10^6 bytes).
+Reports seconds and MB/s of archive content (dump plus objects, 1 MB = 10^6 bytes).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -20,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.common import Row, print_rows
 from generator.envfiles import read_project_env
 from tests.conftest import ROOT
 from tests.e2e.conftest import DEFAULT_VERSION, build_out, fresh_servers, make_project
@@ -60,8 +62,7 @@ def stop_stack(stack: Stack) -> None:
     stack.pg.remove()
 
 
-def main() -> None:
-    size_mib = int(sys.argv[1]) if len(sys.argv) > 1 else 1024
+def run(size_mib: int = 1024) -> list[Row]:
     root = Path(tempfile.mkdtemp(prefix="bench-backup-"))
     project = make_project(root, DEFAULT_VERSION)
     out = build_out(project, root / "out")
@@ -78,20 +79,27 @@ def main() -> None:
             with tarfile.open(archive, "r:*") as opened:
                 manifest = json.load(opened.extractfile("manifest.json"))
             content = manifest["postgres"]["dump"]["size"] + manifest["bucket"]["bytes"]
-            rows.append((f"backup → {name}", content, seconds, archive.stat().st_size))
+            size = archive.stat().st_size
+            rows.append(Row(f"`service backup` to {name}: the seed's runs plus a {size_mib} MiB artifact", "—",
+                            f"{content / 1e6:.0f} MB in {seconds:.1f} s = {content / 1e6 / seconds:.0f} MB/s "
+                            f"(archive {size / 1e6:.0f} MB)", "reported", None))
             target = start_stack(project, out, venv, seeded=False)
             try:
                 seconds = service(target, project, "restore", "--input", archive)
-                rows.append((f"restore ← {name} (fresh stack)", content, seconds, archive.stat().st_size))
             finally:
                 stop_stack(target)
+            rows.append(Row(f"`service restore` from {name} into a fresh stack (verify pass included)", "—",
+                            f"{content / 1e6:.0f} MB in {seconds:.1f} s = {content / 1e6 / seconds:.0f} MB/s",
+                            "reported", None))
             archive.unlink()
     finally:
         stop_stack(source)
-    print(f"{'step':<40} {'content MB':>11} {'seconds':>8} {'MB/s':>7} {'archive MB':>11}")
-    for label, content, seconds, archive_size in rows:
-        print(f"{label:<40} {content / 1e6:>11.1f} {seconds:>8.1f} {content / 1e6 / seconds:>7.1f} "
-              f"{archive_size / 1e6:>11.1f}")
+        shutil.rmtree(root, ignore_errors=True)
+    return rows
+
+
+def main() -> None:
+    print_rows("backup and restore", run(int(sys.argv[1]) if len(sys.argv) > 1 else 1024))
 
 
 if __name__ == "__main__":
