@@ -251,7 +251,7 @@ def _auth_schemes(bench: Bench) -> list[Row]:
         rows.append(Row(
             f"auth scheme {name}: {AUTH_CALLS} sequential `log_metric` through nginx",
             f"same vhost without auth: {base:.0f} calls/s",
-            f"{measured:.0f} calls/s, costs {cost:.0%} of throughput",
+            f"{measured:.0f} calls/s, costs {cost:.1%} of throughput",
             "≤ 10%" if is_default else "reported", cost <= 0.10 if is_default else None,
         ))
     return rows

@@ -23,7 +23,7 @@ class FakeClock:
         self.now += seconds
 
 
-def test_backoff_grows_and_is_capped_at_one_second_until_the_deadline():
+def test_backoff_grows_and_is_capped_at_a_quarter_second_until_the_deadline():
     clock = FakeClock()
 
     def never(_left):
@@ -32,7 +32,7 @@ def test_backoff_grows_and_is_capped_at_one_second_until_the_deadline():
     with pytest.raises(TimeoutError, match="refused"):
         until_deadline(never, 20.0, str, lambda e: False, clock=clock, sleep=clock.sleep)
 
-    assert clock.sleeps[:5] == [0.05, 0.1, 0.2, 0.4, 0.8]
+    assert clock.sleeps[:5] == [0.05, 0.1, 0.2, 0.25, 0.25]
     assert max(clock.sleeps) == MAX_DELAY
     assert clock.now == pytest.approx(20.0)
 

@@ -10,7 +10,9 @@ from typing import Callable, TypeVar
 T = TypeVar("T")
 
 FIRST_DELAY = 0.05
-MAX_DELAY = 1.0
+# Polling a service that is not up costs a refused connection: cheap. A short
+# cap means init finishes soon after PostgreSQL or S3 comes up.
+MAX_DELAY = 0.25
 
 
 class PermanentError(Exception):
