@@ -17,7 +17,11 @@ import mlflow
 calls = int(sys.argv[1])
 start_file = sys.argv[2] if len(sys.argv) > 2 else None
 client = mlflow.MlflowClient()
-experiment = mlflow.set_experiment("bench-log-metric")
+try:
+    experiment = mlflow.set_experiment("bench-log-metric")
+except mlflow.exceptions.MlflowException:  # another client created it at the same moment
+    time.sleep(0.5)
+    experiment = mlflow.set_experiment("bench-log-metric")
 run = client.create_run(experiment.experiment_id)
 client.log_metric(run.info.run_id, "warm-up", 0.0)  # connection and auth set up before timing
 if start_file:
