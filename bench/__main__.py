@@ -17,6 +17,8 @@ from bench import backup_restore, build, init_convergence, proxy
 from bench.common import Row, machine, print_rows, table
 
 # (name for --only, title, run)
+ANALYSIS = Path(__file__).resolve().parent / "analysis.md"
+
 SECTIONS = [
     ("build", "generator build", build.run),
     ("init", "python -m init (wall clock, including the interpreter start)", init_convergence.run),
@@ -47,6 +49,8 @@ def report(results: list[tuple[str, list[Row]]], host: list[tuple[str, str]], se
         notes = [f"- {row.benchmark}: {row.note}" for row in rows if row.note]
         if notes:
             lines += ["Notes:", *notes, ""]
+    # What the figures mean and why a target is missed: written by hand, kept with the code.
+    lines.append(ANALYSIS.read_text())
     return "\n".join(lines)
 
 
