@@ -542,9 +542,14 @@ def restore_backup(path: Path, plan: RestorePlan, postgres: PostgresTools, bucke
             elif member.name != MANIFEST_MEMBER:
                 key = _member_key(member)
                 reader = HashingReader(stream, counter)
-                bucket.upload(key, reader)
+                try:
+                    bucket.upload(key, reader)
+                except BackupError as error:
+                    raise BackupError(f"{error.message}; the database is restored but not every object: "
+                                      "run restore again with --force to finish") from None
                 if (reader.size, reader.sha256) != (expected[key]["size"], expected[key]["sha256"]):
-                    raise BackupError(f"--input: object {key!r} changed since it was verified; run restore again")
+                    raise BackupError(f"--input: object {key!r} changed since it was verified; "
+                                      "run restore again with --force")
     extras = [item["Key"] for item in bucket.objects() if item["Key"] not in expected]
     if extras:
         bucket.delete(extras)
@@ -553,35 +558,55 @@ def restore_backup(path: Path, plan: RestorePlan, postgres: PostgresTools, bucke
 
 
 def _restore_database(postgres: PostgresTools, stream: IO[bytes], counter: ByteProgress) -> None:
-    # pg_restore turns the custom-format dump into SQL; psql runs it, after
-    # the wipe, as the MLflow role and in one transaction: a failure leaves
-    # the database as it was.
-    psql = postgres.popen("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-d", postgres.database,
-                          "-f", "-", stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    prelude = f"SET ROLE {_identifier(postgres.role)};\n{DROP_EVERYTHING}\n"
-    psql.stdin.write(prelude.encode())
-    psql.stdin.flush()
-    restore = postgres.popen("pg_restore", "--no-owner", "--no-privileges", "--file", "-",
-                             stdin=subprocess.PIPE, stdout=psql.stdin, stderr=subprocess.PIPE)
+    """pg_restore turns the dump into SQL; psql runs it as the MLflow role, after the wipe, in one transaction.
+
+    The transaction is opened with BEGIN and closed with a COMMIT written only
+    once pg_restore has succeeded. Whatever else happens (an error, a
+    damaged stream, this process killed), psql reaches the end of its input
+    without COMMIT, or is killed, and PostgreSQL rolls everything back: the
+    database stays as it was.
+    """
+    psql = postgres.popen("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", postgres.database, "-f", "-",
+                          stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    restore = None
     try:
-        reader = HashingReader(stream, counter)
-        for block in iter(lambda: reader.read(CHUNK), b""):
-            restore.stdin.write(block)
-        restore.stdin.close()
-    except BrokenPipeError:
-        pass
-    restore_errors = restore.stderr.read().decode(errors="replace")
-    restore.wait()
-    psql.stdin.close()
-    psql_errors = psql.stderr.read().decode(errors="replace")
-    psql.wait()
-    # psql first: when it stops at an error, pg_restore dies of the closed pipe.
-    if psql.returncode != 0:
-        raise BackupError(f"{postgres.where}: restoring the dump failed: {_last_line(psql_errors)}; "
-                          "the database is unchanged")
-    if restore.returncode != 0:
-        raise BackupError(f"{postgres.where}: pg_restore failed (exit code {restore.returncode}): "
-                          f"{_last_line(restore_errors)}; the database is unchanged")
+        psql.stdin.write(f"BEGIN;\nSET ROLE {_identifier(postgres.role)};\n{DROP_EVERYTHING}\n".encode())
+        psql.stdin.flush()
+        restore = postgres.popen("pg_restore", "--no-owner", "--no-privileges", "--file", "-",
+                                 stdin=subprocess.PIPE, stdout=psql.stdin, stderr=subprocess.PIPE)
+        try:
+            reader = HashingReader(stream, counter)
+            for block in iter(lambda: reader.read(CHUNK), b""):
+                restore.stdin.write(block)
+            restore.stdin.close()
+        except BrokenPipeError:
+            pass  # pg_restore stopped early: its exit code and psql's say why
+        restore_errors = restore.stderr.read().decode(errors="replace")
+        restore.wait()
+        if restore.returncode != 0:
+            if psql.poll() is None:
+                raise BackupError(f"{postgres.where}: pg_restore failed (exit code {restore.returncode}): "
+                                  f"{_last_line(restore_errors)}; the database is unchanged")
+            # psql stopped at an error first, and pg_restore died of the closed pipe.
+            raise BackupError(f"{postgres.where}: restoring the dump failed: "
+                              f"{_last_line(psql.stderr.read().decode(errors='replace'))}; the database is unchanged")
+        try:
+            psql.stdin.write(b"COMMIT;\n")
+            psql.stdin.close()
+            commit_sent = True
+        except BrokenPipeError:
+            commit_sent = False  # psql ended before the COMMIT: nothing was committed
+        psql_errors = psql.stderr.read().decode(errors="replace")
+        psql.wait()
+        if psql.returncode != 0 or not commit_sent:
+            raise BackupError(f"{postgres.where}: restoring the dump failed: {_last_line(psql_errors)}; "
+                              "the database is unchanged")
+    except BaseException:
+        for process in (restore, psql):
+            if process is not None and process.poll() is None:
+                process.kill()  # a dropped session rolls its transaction back
+                process.wait()
+        raise
 
 
 def check_restored(manifest: dict, postgres: PostgresTools, bucket: Bucket) -> dict:

@@ -201,19 +201,40 @@ def test_a_corrupted_object_is_named_and_nothing_is_changed(target, source, e2e_
 
 def test_a_newer_schema_is_refused(target, source, e2e_project, tmp_path):
     """A revision the pinned MLflow does not know, as a newer MLflow writes it."""
-    newer = tmp_path / "newer.tar"
-    with tarfile.open(source["archive"], "r:gz") as old, tarfile.open(newer, "w", format=tarfile.PAX_FORMAT) as new:
-        for member in old:
-            data = old.extractfile(member).read()
-            if member.name == "manifest.json":
-                manifest = json.loads(data)
-                manifest["mlflow"]["schema_revision"] = "ffffffffffff"
-                data = json.dumps(manifest).encode()
-                member.size = len(data)
-            new.addfile(member, io.BytesIO(data))
+    newer = rewritten(source["archive"], tmp_path / "newer.tar", revision="ffffffffffff")
     before = state(target)
     message = refused(service(target, e2e_project, "restore", "--input", newer, "--force"))
     assert "schema revision ffffffffffff" in message and "MLflow cannot downgrade" in message
+    assert state(target) == before
+
+
+def rewritten(archive: Path, target: Path, dump: bytes | None = None, revision: str | None = None) -> Path:
+    """A copy of the archive with another dump or schema revision, and a manifest that matches it."""
+    with tarfile.open(archive, "r:gz") as old, tarfile.open(target, "w", format=tarfile.PAX_FORMAT) as new:
+        manifest = json.load(old.extractfile("manifest.json"))
+        for member in old:
+            data = old.extractfile(member).read()
+            if member.name == "database.pgdump" and dump is not None:
+                data = dump
+                manifest["postgres"]["dump"].update(size=len(data), sha256=hashlib.sha256(data).hexdigest())
+            if member.name == "manifest.json":
+                if revision is not None:
+                    manifest["mlflow"]["schema_revision"] = revision
+                data = json.dumps(manifest).encode()
+            member.size = len(data)
+            new.addfile(member, io.BytesIO(data))
+    return target
+
+
+def test_a_dump_that_fails_half_way_changes_nothing(target, source, e2e_project, tmp_path):
+    """pg_restore stops in the middle of the data: the wipe and the half restore are rolled back."""
+    with tarfile.open(source["archive"], "r:gz") as opened:
+        dump = opened.extractfile("database.pgdump").read()
+    archive = rewritten(source["archive"], tmp_path / "half.tar", dump=dump[: len(dump) * 3 // 5])
+    target.stop_mlflow()
+    before = state(target)
+    message = refused(service(target, e2e_project, "restore", "--input", archive, "--force"))
+    assert "the database is unchanged" in message
     assert state(target) == before
 
 
