@@ -83,15 +83,14 @@ class PostgresTools:
         return [*self.prefix, program, *self.connection, *args]
 
     def run(self, tool: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
-        try:
-            return subprocess.run(self.argv(tool, *args), env={**os.environ, **self.environment}, **kwargs)
-        except FileNotFoundError as error:
-            raise BackupError(f"{self.where}: {error.filename} not found; install the PostgreSQL client tools "
-                              "(Debian: postgresql-client) or pass --pg-bindir") from None
+        return self._launch(subprocess.run, tool, args, kwargs)
 
     def popen(self, tool: str, *args: str, **kwargs) -> subprocess.Popen:
+        return self._launch(subprocess.Popen, tool, args, kwargs)
+
+    def _launch(self, launcher, tool: str, args: tuple[str, ...], kwargs: dict):
         try:
-            return subprocess.Popen(self.argv(tool, *args), env={**os.environ, **self.environment}, **kwargs)
+            return launcher(self.argv(tool, *args), env={**os.environ, **self.environment}, **kwargs)
         except FileNotFoundError as error:
             raise BackupError(f"{self.where}: {error.filename} not found; install the PostgreSQL client tools "
                               "(Debian: postgresql-client) or pass --pg-bindir") from None
@@ -151,14 +150,19 @@ class Bucket:
 
         try:
             return function(**kwargs)
-        except ClientError as error:
+        except (ClientError, BotoCoreError) as error:
+            raise self._failure(what, error) from None
+
+    def _failure(self, what: str, error: Exception) -> BackupError:
+        from botocore.exceptions import ClientError
+
+        if isinstance(error, ClientError):
             code = error.response.get("Error", {}).get("Code", "error")
             hint = "; check MINIO_ROOT_USER and MINIO_ROOT_PASSWORD" if code in (
                 "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch") else ""
-            raise BackupError(f"S3 at {self.endpoint}: {what} failed: {code}{hint}") from None
-        except BotoCoreError as error:
-            raise BackupError(f"S3 at {self.endpoint}: {what} failed: {error}; is MinIO up and "
-                              "its port published (pass --s3-endpoint)?") from None
+            return BackupError(f"S3 at {self.endpoint}: {what} failed: {code}{hint}")
+        return BackupError(f"S3 at {self.endpoint}: {what} failed: {error}; is MinIO up and "
+                           "its port published (pass --s3-endpoint)?")
 
     def objects(self) -> Iterator[dict]:
         token = None
@@ -176,15 +180,16 @@ class Bucket:
 
     def open(self, key: str):
         """The object's body and size, or None when it is gone."""
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            answer = self.client.get_object(Bucket=self.name, Key=key)
+            return self.client.get_object(Bucket=self.name, Key=key)
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 return None
-            return self._call(f"reading {key}", self.client.get_object, Bucket=self.name, Key=key)
-        return answer
+            raise self._failure(f"reading {key}", error) from None
+        except BotoCoreError as error:
+            raise self._failure(f"reading {key}", error) from None
 
     def upload(self, key: str, stream: IO[bytes]) -> None:
         from boto3.s3.transfer import TransferConfig
