@@ -145,6 +145,6 @@ def _fail(error: UserError) -> None:
 )
 def service(context: typer.Context) -> None:
     """Operate the running service: status, info, experiments, models, open, logs, gc, export, import, backup, restore, db-dump."""
-    from generator.service.commands import app as service_app
+    from service.commands import app as service_app
 
     service_app(args=context.args, prog_name="python -m generator service")

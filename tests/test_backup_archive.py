@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from generator.errors import UserError
-from generator.service.backup import BackupError, ByteProgress, verify_archive
+from service.backup import BackupError, ByteProgress, verify_archive
 
 DUMP = b"PGDMP dump bytes"
 OBJECTS = {"1/run/artifacts/model.pkl": b"model", "1/run/artifacts/dir/plot.png": b"\x89PNG"}

@@ -225,7 +225,7 @@ def test_every_command_has_help(prod_project, docker):
 
 
 def test_progress_is_drawn_on_a_terminal_only(monkeypatch, capsys):
-    from generator.service import commands
+    from service import commands
 
     class Terminal:
         def __init__(self, tty: bool) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from generator.service.api import MlflowApi
+from service.api import MlflowApi
 from tests.conftest import ROOT
 from tests.e2e.stack import Stack
 
@@ -99,7 +99,7 @@ def test_models_lists_the_production_version(stack, seeded, e2e_project):
 
 
 def test_listings_follow_every_page(stack, seeded):
-    from generator.service.commands import list_experiments, list_models
+    from service.commands import list_experiments, list_models
 
     api = MlflowApi(stack.mlflow_url)
     for index in range(3):

@@ -23,9 +23,9 @@ from typing_extensions import Annotated
 from generator.artifacts import compose as compose_artifact
 from generator.envfiles import read_project_env
 from generator.errors import UserError
-from generator.service import transfer
-from generator.service.api import MlflowApi, ServiceError
-from generator.service.docker import SERVICES, ComposeProject, docker_reachable, parse_ps
+from service import transfer
+from service.api import MlflowApi, ServiceError
+from service.docker import SERVICES, ComposeProject, docker_reachable, parse_ps
 from generator.settings import Settings, load_settings, mlflow_enabled
 
 app = typer.Typer(
@@ -503,7 +503,7 @@ S3EndpointOption = Annotated[Optional[str], typer.Option(
 
 def _postgres_tools(project: Project, direct: bool, db_host: str, db_port: int | None, pg_bindir: Path | None,
                     out: Path | None):
-    from generator.service.backup import PostgresTools
+    from service.backup import PostgresTools
 
     database = project.settings.database
     if not direct:
@@ -520,7 +520,7 @@ def _postgres_tools(project: Project, direct: bool, db_host: str, db_port: int |
 
 
 def _bucket(project: Project, s3_endpoint: str | None):
-    from generator.service.backup import s3_bucket
+    from service.backup import s3_bucket
 
     storage = project.settings.storage
     if storage.root_password is None:
@@ -581,7 +581,7 @@ def backup(
     out: OutDirOption = None,
 ) -> None:
     """One archive: a pg_dump of the MLflow database, every object of the bucket, and a manifest of checksums."""
-    from generator.service.backup import create_backup
+    from service.backup import create_backup
 
     project = _run(load_project, project_dir, env)
     postgres = _run(_postgres_tools, project, direct, db_host, db_port, pg_bindir, out)
@@ -612,7 +612,7 @@ def restore(
     out: OutDirOption = None,
 ) -> None:
     """Verify every checksum, then restore the database and the bucket, then check them against the manifest."""
-    from generator.service.backup import plan_restore, restore_backup
+    from service.backup import plan_restore, restore_backup
 
     project = _run(load_project, project_dir, env)
     postgres = _run(_postgres_tools, project, direct, db_host, db_port, pg_bindir, out)
@@ -651,7 +651,7 @@ def db_dump(
     out: OutDirOption = None,
 ) -> None:
     """A plain SQL dump of the MLflow database (what `nself db dump --database mlflow` writes)."""
-    from generator.service.backup import dump_sql
+    from service.backup import dump_sql
 
     project = _run(load_project, project_dir, env)
     postgres = _run(_postgres_tools, project, direct, db_host, db_port, pg_bindir, out)

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from generator.errors import UserError
-from generator.service.api import ServiceError
+from service.api import ServiceError
 
 FORMAT = "nself-mlflow-backup"
 FORMAT_VERSION = 1

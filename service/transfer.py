@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from generator.errors import UserError
-from generator.service.api import MlflowApi, ServiceError
+from service.api import MlflowApi, ServiceError
 
 FORMAT = "nself-mlflow-experiment"
 FORMAT_VERSION = 1

@@ -1,1 +1,0 @@
-"""`python -m generator service …`: what `nself service mlflow …` runs."""

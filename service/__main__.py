@@ -1,0 +1,3 @@
+from service.commands import app
+
+app(prog_name="python -m service")
