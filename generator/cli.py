@@ -1,7 +1,9 @@
-"""`python -m generator`: the only module that prints, exits or writes files.
+"""`python -m generator`: the command line of the build.
 
-Randomness (generated passwords) happens here too, and is saved to the
-project's .env.secrets before anything is rendered, so builds stay pure.
+The build's effects live here: reading the project's files, generating
+passwords (saved to .env.secrets before anything is rendered, so the render
+stays pure), printing and writing out/. Errors are raised, and
+`generator.errors.run_cli` turns them into messages and exit codes.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import typer
 
 from generator import artifacts
 from generator.envfiles import SECRETS_FILE, ProjectEnv, cascade, read_project_env
-from generator.errors import UserError
+from generator.errors import UserError, run_cli
 from generator.output import diff_outputs, write_outputs
 from generator.projectfiles import append_secrets
 from generator.settings import SALT_ALPHABET, load_settings, mlflow_enabled
@@ -45,13 +47,8 @@ def build(
     """Render the MLflow artifacts from the project's env cascade."""
     out_dir = out if out is not None else project_dir / "out"
     if out_dir.exists() and not out_dir.is_dir():
-        _fail(UserError(f"--out: {out_dir} exists and is not a directory"))
-    try:
-        files, notices = _plan(project_dir, env, generate_passwords=not check)
-    except UserError as error:
-        _fail(error)
-    except OSError as error:
-        _fail(UserError(f"{error.filename}: {error.strerror}"))
+        raise UserError(f"--out: {out_dir} exists and is not a directory")
+    files, notices = _plan(project_dir, env, generate_passwords=not check)
     for notice in notices:
         typer.echo(notice, err=True)
     if check:
@@ -62,10 +59,7 @@ def build(
             raise typer.Exit(1)
         typer.echo(f"{out_dir}: up to date")
         return
-    try:
-        report = write_outputs(out_dir, files)
-    except OSError as error:
-        _fail(UserError(f"{error.filename or out_dir}: cannot write ({error.strerror})"))
+    report = write_outputs(out_dir, files)
     typer.echo(
         f"{out_dir}: {len(report.written)} written, {len(report.unchanged)} unchanged, {len(report.removed)} removed"
     )
@@ -130,11 +124,6 @@ def _generate(name: str) -> str:
     return secrets.token_urlsafe(GENERATED_PASSWORD_BYTES)
 
 
-def _fail(error: UserError) -> None:
-    typer.echo(f"Error: {error.message}", err=True)
-    raise typer.Exit(error.exit_code)
-
-
 # `python -m generator service ACTION`: what `nself service mlflow ACTION` runs.
 # Imported only when used: the service commands pull in HTTP, TLS and
 # archive modules that `build` never needs, and `build` runs on every
@@ -148,3 +137,8 @@ def service(context: typer.Context) -> None:
     from service.commands import app as service_app
 
     service_app(args=context.args, prog_name="python -m generator service")
+
+
+def main() -> None:
+    """The `nself-mlflow` console script and `python -m generator`."""
+    run_cli(lambda: app(prog_name="python -m generator"))

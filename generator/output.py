@@ -6,14 +6,12 @@ be removed without touching anything else in out/.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import json
-import os
-import stat
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+
+from generator.fileio import write_atomically
 
 MANIFEST = ".nself-mlflow-manifest.json"
 
@@ -51,29 +49,9 @@ def _read(path: Path) -> bytes | None:
         return None
 
 
-def _write_atomically(path: Path, content: bytes, mode: int = 0o644) -> None:
-    """Replace path; an existing file keeps its mode and group (say, an htpasswd made 0640 for nginx)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(content)
-            stream.flush()
-            os.fsync(stream.fileno())
-        try:
-            existing = path.stat()
-        except FileNotFoundError:
-            existing = None
-        if existing is not None:
-            mode = stat.S_IMODE(existing.st_mode)
-            # Without membership of that group the chown fails; the mode still carries over.
-            with contextlib.suppress(PermissionError):
-                os.chown(temporary, -1, existing.st_gid)
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+def _write_atomically(path: Path, content: bytes) -> None:
+    # An existing file keeps its mode and group (say, an htpasswd made 0640 for nginx).
+    write_atomically(path, content, mode=0o644, keep_existing_mode=True)
 
 
 def _remove_empty_parents(path: Path, out_dir: Path) -> None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
+
+from generator.fileio import PRIVATE, write_atomically
 
 SECRETS_HEADER = (
     "# Secrets for this nself project. Keep this file out of version control (mode 0600).\n"
@@ -14,21 +14,11 @@ SECRETS_HEADER = (
 def append_secrets(path: Path, new_values: dict[str, str]) -> None:
     """Append NAME=value lines, leaving every existing line as it was.
 
-    The file is replaced atomically with mode 0600, so a crash leaves either
-    the old file or the complete new one.
+    The file is replaced atomically with mode 0600 whatever the umask, so a
+    crash leaves either the old file or the complete new one.
     """
     existing = path.read_bytes() if path.exists() else SECRETS_HEADER.encode()
     if existing and not existing.endswith(b"\n"):
         existing += b"\n"
     addition = "".join(f"{name}={value}\n" for name, value in new_values.items()).encode()
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(handle, 0o600)
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(existing + addition)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomically(path, existing + addition, mode=PRIVATE)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from importlib import resources
 from typing import Any
 
 import jinja2
 import yaml
 
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+# generator/templates: in a checkout a symlink to templates/, in a wheel package data.
+TEMPLATES = resources.files("generator").joinpath("templates")
 REBUILD_HINT = "Do not edit: change the .env files and run `nself build`."
 
 
@@ -42,8 +43,13 @@ def to_json(data: Any) -> bytes:
     return (json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
 
 
+def _load_template(name: str) -> tuple[str, None, None]:
+    # No file name and no up-to-date check: package data does not change under a running build.
+    return TEMPLATES.joinpath(name).read_text(encoding="utf-8"), None, None
+
+
 _environment = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+    loader=jinja2.FunctionLoader(_load_template),
     undefined=jinja2.StrictUndefined,
     keep_trailing_newline=True,
     trim_blocks=True,

@@ -1,3 +1,3 @@
-from service.commands import app
+from service.commands import main
 
-app(prog_name="python -m service")
+main()

@@ -18,18 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from generator.errors import UserError
+from generator.errors import ServiceError
+from generator.fileio import atomic_file
 
 API = "/api/2.0/mlflow"
 ARTIFACTS_API = "/api/2.0/mlflow-artifacts/artifacts"
 PAGE_SIZE = 1000  # the largest page every supported version accepts
 CHUNK = 1 << 20
-
-
-class ServiceError(UserError):
-    """The server could not be used; exit code 1 (2 stays for bad input)."""
-
-    exit_code = 1
 
 
 @dataclass
@@ -167,9 +162,8 @@ class MlflowApi:
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(target.name + ".partial")
         with self.open("GET", "/get-artifact", params={"path": path, "run_uuid": run_id}, timeout=600) as response:
-            with open(partial, "wb") as output:
+            with atomic_file(target, temporary=partial) as output:
                 shutil.copyfileobj(response, output, CHUNK)
-        partial.replace(target)
 
     def upload_artifact(self, artifact_uri: str, path: str, source: Path) -> None:
         """PUT through the server's artifact proxy (runs whose URI is mlflow-artifacts:/…)."""

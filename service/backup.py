@@ -41,8 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from generator.errors import UserError
-from service.api import ServiceError
+from generator.errors import ServiceError, UserError, last_line
+from generator.fileio import atomic_file
 
 FORMAT = "nself-mlflow-backup"
 FORMAT_VERSION = 1
@@ -99,7 +99,7 @@ class PostgresTools:
         result = self.run("psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", self.database, "-c", sql,
                           capture_output=True, text=True, timeout=120)
         if result.returncode != 0:
-            raise BackupError(f"{self.where}: psql failed: {_last_line(result.stderr)}")
+            raise BackupError(f"{self.where}: psql failed: {last_line(result.stderr)}")
         return result.stdout.strip()
 
     def server_version(self) -> str:
@@ -130,11 +130,6 @@ def _literal(text: str) -> str:
 
 def _identifier(text: str) -> str:
     return '"' + text.replace('"', '""') + '"'
-
-
-def _last_line(text: str) -> str:
-    lines = [line for line in (text or "").strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "no output"
 
 
 @dataclass(frozen=True)
@@ -307,7 +302,7 @@ def create_backup(postgres: PostgresTools, bucket: Bucket, output: Path, mlflow_
             result = postgres.run("pg_dump", "--format=custom", "--dbname", postgres.database,
                                   stdout=stream, stderr=subprocess.PIPE, timeout=None)
         if result.returncode != 0:
-            raise BackupError(f"{postgres.where}: pg_dump failed: {_last_line(result.stderr.decode(errors='replace'))}")
+            raise BackupError(f"{postgres.where}: pg_dump failed: {last_line(result.stderr)}")
         dump_entry = {"path": DUMP_MEMBER, "size": dump.stat().st_size, "sha256": _file_sha256(dump)}
 
         listed = list(bucket.objects())
@@ -315,7 +310,8 @@ def create_backup(postgres: PostgresTools, bucket: Bucket, output: Path, mlflow_
         counter = ByteProgress(progress, total, "backup")
         counter(dump_entry["size"])
         entries, skipped = [], []
-        with open(partial, "wb") as file, _compressor(file, output) as sink, tarfile.open(
+        # The archive holds the whole database and every artifact: 0600 from its first byte.
+        with atomic_file(output, temporary=partial) as file, _compressor(file, output) as sink, tarfile.open(
             fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT
         ) as archive:
             member = tarfile.TarInfo(DUMP_MEMBER)
@@ -344,13 +340,7 @@ def create_backup(postgres: PostgresTools, bucket: Bucket, output: Path, mlflow_
             archive.close()
             if sink is not file:
                 sink.close()  # writes the gzip trailer
-            file.flush()
-            os.fsync(file.fileno())
         counter.finish()
-        partial.replace(output)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return BackupResult(len(entries), manifest["bucket"]["bytes"], dump_entry["size"], skipped, revision)
@@ -591,10 +581,10 @@ def _restore_database(postgres: PostgresTools, stream: IO[bytes], counter: ByteP
         if restore.returncode != 0:
             if psql.poll() is None:
                 raise BackupError(f"{postgres.where}: pg_restore failed (exit code {restore.returncode}): "
-                                  f"{_last_line(restore_errors)}; the database is unchanged")
+                                  f"{last_line(restore_errors)}; the database is unchanged")
             # psql stopped at an error first, and pg_restore died of the closed pipe.
             raise BackupError(f"{postgres.where}: restoring the dump failed: "
-                              f"{_last_line(psql.stderr.read().decode(errors='replace'))}; the database is unchanged")
+                              f"{last_line(psql.stderr.read().decode(errors='replace'))}; the database is unchanged")
         try:
             psql.stdin.write(b"COMMIT;\n")
             psql.stdin.close()
@@ -604,7 +594,7 @@ def _restore_database(postgres: PostgresTools, stream: IO[bytes], counter: ByteP
         psql_errors = psql.stderr.read().decode(errors="replace")
         psql.wait()
         if psql.returncode != 0 or not commit_sent:
-            raise BackupError(f"{postgres.where}: restoring the dump failed: {_last_line(psql_errors)}; "
+            raise BackupError(f"{postgres.where}: restoring the dump failed: {last_line(psql_errors)}; "
                               "the database is unchanged")
     except BaseException:
         for process in (restore, psql):
@@ -637,14 +627,10 @@ def dump_sql(postgres: PostgresTools, output: Path) -> int:
     if not output.parent.is_dir():
         raise UserError(f"--output: the directory {output.parent} does not exist")
     partial = output.with_name(output.name + ".partial")
-    try:
-        with open(partial, "wb") as stream:
-            result = postgres.run("pg_dump", "--format=plain", "--no-owner", "--no-privileges",
-                                  "--dbname", postgres.database, stdout=stream, stderr=subprocess.PIPE)
+    # Plain SQL of every run: 0600 from its first byte, whatever the umask.
+    with atomic_file(output, temporary=partial) as stream:
+        result = postgres.run("pg_dump", "--format=plain", "--no-owner", "--no-privileges",
+                              "--dbname", postgres.database, stdout=stream, stderr=subprocess.PIPE)
         if result.returncode != 0:
-            raise BackupError(f"{postgres.where}: pg_dump failed: {_last_line(result.stderr.decode(errors='replace'))}")
-        partial.replace(output)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+            raise BackupError(f"{postgres.where}: pg_dump failed: {last_line(result.stderr)}")
     return output.stat().st_size

@@ -94,21 +94,6 @@ def load_project(project_dir: Path, env: str | None) -> Project:
     return Project(project_dir, project_env.env, load_settings(project_env), project_env.values)
 
 
-def _fail(error: UserError) -> None:
-    typer.echo(f"Error: {error.message}", err=True)
-    raise typer.Exit(error.exit_code)
-
-
-def _run(action, *args, **kwargs):
-    """Call an action; a UserError (or ServiceError) becomes one line and its exit code."""
-    try:
-        return action(*args, **kwargs)
-    except UserError as error:
-        _fail(error)
-    except OSError as error:
-        _fail(ServiceError(f"{error.filename or 'I/O'}: {error.strerror}"))
-
-
 def _time(milliseconds: Any) -> str:
     if not milliseconds:
         return "-"
@@ -155,7 +140,7 @@ def status(
         if "MLFLOW_ENABLED" in error.message:
             typer.echo("MLflow: not enabled (MLFLOW_ENABLED is not true)")
             raise typer.Exit(1)
-        _fail(error)
+        raise error
     healthy = True
     typer.echo(f"MLflow: enabled, MLFLOW_VERSION {project.settings.server.version}")
 
@@ -222,7 +207,7 @@ def info(
     as_json: JsonOption = False,
 ) -> None:
     """URLs, tracking URIs, database, bucket and auth of this project's MLflow."""
-    project = _run(load_project, project_dir, env)
+    project = load_project(project_dir, env)
     settings = project.settings
 
     def secret(value) -> str | None:
@@ -300,8 +285,8 @@ def experiments(
     as_json: JsonOption = False,
 ) -> None:
     """Every experiment (deleted ones too): id, name, stage, number of runs, last update."""
-    project = _run(load_project, project_dir, env)
-    found = _run(list_experiments, project.api(url, ca_file, insecure))
+    project = load_project(project_dir, env)
+    found = list_experiments(project.api(url, ca_file, insecure))
     if as_json:
         print_json(found)
         return
@@ -335,8 +320,8 @@ def models(
     as_json: JsonOption = False,
 ) -> None:
     """Registered models with their latest version per stage, and their aliases."""
-    project = _run(load_project, project_dir, env)
-    found = _run(list_models, project.api(url, ca_file, insecure))
+    project = load_project(project_dir, env)
+    found = list_models(project.api(url, ca_file, insecure))
     if as_json:
         print_json(found)
         return
@@ -358,7 +343,7 @@ def open_ui(
     url: Annotated[Optional[str], typer.Option("--url", help="Default: the public URL.")] = None,
 ) -> None:
     """Open the web UI in a browser; print its URL where there is none."""
-    project = _run(load_project, project_dir, env)
+    project = load_project(project_dir, env)
     target = url or project.public_url
     typer.echo(target)
     try:
@@ -373,7 +358,7 @@ def _exec(argv: list[str]) -> None:
     try:
         code = subprocess.run(argv).returncode
     except FileNotFoundError:
-        _fail(ServiceError(f"{argv[0]}: not installed; the command needs the docker CLI with Compose v2"))
+        raise ServiceError(f"{argv[0]}: not installed; the command needs the docker CLI with Compose v2")
     raise typer.Exit(code)
 
 
@@ -386,9 +371,9 @@ def logs(
     out: OutDirOption = None,
 ) -> None:
     """The mlflow container's logs (docker compose logs mlflow)."""
-    project = _run(load_project, project_dir, env)
+    project = load_project(project_dir, env)
     if tail is not None and tail != "all" and not tail.isdigit():
-        _fail(UserError(f"--tail: {tail!r} must be a number of lines or 'all'"))
+        raise UserError(f"--tail: {tail!r} must be a number of lines or 'all'")
     options = (["--follow"] if follow else []) + (["--tail", tail] if tail is not None else [])
     _exec(project.compose(out).argv("logs", *options, "mlflow"))
 
@@ -413,17 +398,17 @@ def gc(
     out: OutDirOption = None,
 ) -> None:
     """Delete runs in the deleted stage now: the mlflow-gc service's command, run once."""
-    project = _run(load_project, project_dir, env)
+    project = load_project(project_dir, env)
     if older_than is not None and not _valid_duration(older_than):
-        _fail(UserError(f"--older-than: {older_than!r} must be a duration in #d#h#m#s form, such as 30d or 1d12h"))
+        raise UserError(f"--older-than: {older_than!r} must be a duration in #d#h#m#s form, such as 30d or 1d12h")
     if not local:
         if backend_store_uri or tracking_uri:
-            _fail(UserError("--backend-store-uri and --tracking-uri go with --local"))
+            raise UserError("--backend-store-uri and --tracking-uri go with --local")
         command = ["python", "-m", "init.gc", "--once", "--", *gc_command(project.settings, older_than)]
         _exec(project.compose(out).argv("run", "--rm", "mlflow-gc", *command))
     if not backend_store_uri:
-        _fail(UserError("--local needs --backend-store-uri, the database as seen from here "
-                        "(for example postgresql://mlflow@localhost:5432/mlflow)"))
+        raise UserError("--local needs --backend-store-uri, the database as seen from here "
+                        "(for example postgresql://mlflow@localhost:5432/mlflow)")
     environment = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri or project.direct_url}
     if project.settings.database.password is not None:
         environment.setdefault("PGPASSWORD", project.settings.database.password.get_secret_value())
@@ -451,9 +436,9 @@ def export(
     insecure: InsecureOption = False,
 ) -> None:
     """Write an experiment, its runs (full metric histories) and their artifacts to a directory."""
-    project = _run(load_project, project_dir, env)
+    project = load_project(project_dir, env)
     api = project.api(url, ca_file, insecure)
-    summary = _run(transfer.export_experiment, api, experiment, output, progress=_progress())
+    summary = transfer.export_experiment(api, experiment, output, progress=_progress())
     typer.echo(f"exported experiment {experiment!r} to {output}: {summary}")
 
 
@@ -468,9 +453,9 @@ def import_(
     insecure: InsecureOption = False,
 ) -> None:
     """Recreate an exported experiment as a new one: runs, params, tags, metric histories, artifacts."""
-    project = _run(load_project, project_dir, env)
+    project = load_project(project_dir, env)
     api = project.api(url, ca_file, insecure)
-    summary = _run(transfer.import_experiment, api, input_dir, experiment, progress=_progress())
+    summary = transfer.import_experiment(api, input_dir, experiment, progress=_progress())
     typer.echo(f"imported {input_dir}: {summary}")
 
 
@@ -583,11 +568,11 @@ def backup(
     """One archive: a pg_dump of the MLflow database, every object of the bucket, and a manifest of checksums."""
     from service.backup import create_backup
 
-    project = _run(load_project, project_dir, env)
-    postgres = _run(_postgres_tools, project, direct, db_host, db_port, pg_bindir, out)
-    bucket = _run(_bucket, project, s3_endpoint)
+    project = load_project(project_dir, env)
+    postgres = _postgres_tools(project, direct, db_host, db_port, pg_bindir, out)
+    bucket = _bucket(project, s3_endpoint)
     created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    result = _run(create_backup, postgres, bucket, output, str(project.settings.server.version), created,
+    result = create_backup(postgres, bucket, output, str(project.settings.server.version), created,
                   progress=_progress())
     for key in result.skipped:
         typer.echo(f"note: {key} was deleted while the backup ran; it is not in the archive")
@@ -614,17 +599,17 @@ def restore(
     """Verify every checksum, then restore the database and the bucket, then check them against the manifest."""
     from service.backup import plan_restore, restore_backup
 
-    project = _run(load_project, project_dir, env)
-    postgres = _run(_postgres_tools, project, direct, db_host, db_port, pg_bindir, out)
-    bucket = _run(_bucket, project, s3_endpoint)
-    check = _run(_schema_check, project, direct, mlflow_python, out)
-    plan = _run(plan_restore, input_file, postgres, bucket, force, check, progress=_progress())
+    project = load_project(project_dir, env)
+    postgres = _postgres_tools(project, direct, db_host, db_port, pg_bindir, out)
+    bucket = _bucket(project, s3_endpoint)
+    check = _schema_check(project, direct, mlflow_python, out)
+    plan = plan_restore(input_file, postgres, bucket, force, check, progress=_progress())
     stopped = [] if direct else _enabled_services(project)
     stopped = [service for service in stopped if service != "mlflow-init"]
     if stopped:
         _compose_quietly(project.compose(out).argv("stop", *stopped))
     try:
-        summary = _run(restore_backup, input_file, plan, postgres, bucket, progress=_progress())
+        summary = restore_backup(input_file, plan, postgres, bucket, progress=_progress())
     finally:
         if stopped:
             # mlflow waits for mlflow-init, which migrates an older schema first.
@@ -653,17 +638,17 @@ def db_dump(
     """A plain SQL dump of the MLflow database (what `nself db dump --database mlflow` writes)."""
     from service.backup import dump_sql
 
-    project = _run(load_project, project_dir, env)
-    postgres = _run(_postgres_tools, project, direct, db_host, db_port, pg_bindir, out)
-    size = _run(dump_sql, postgres, output)
+    project = load_project(project_dir, env)
+    postgres = _postgres_tools(project, direct, db_host, db_port, pg_bindir, out)
+    size = dump_sql(postgres, output)
     typer.echo(f"database {postgres.database} dumped to {output} ({_megabytes(size)})")
 
 
 def _compose_quietly(argv: list[str]) -> None:
     result = subprocess.run(argv, capture_output=True, text=True)
     if result.returncode != 0:
-        _fail(ServiceError(f"{' '.join(argv[-2:])}: docker compose failed: "
-                           f"{(result.stderr.strip().splitlines() or ['no output'])[-1]}"))
+        raise ServiceError(f"{' '.join(argv[-2:])}: docker compose failed: "
+                           f"{(result.stderr.strip().splitlines() or ['no output'])[-1]}")
 
 
 def _megabytes(size: int) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from generator.artifacts import compose as compose_artifact
 from generator.envfiles import cascade
+from generator.errors import last_line
 
 SERVICES = ("mlflow", "mlflow-init", "mlflow-gc")
 
@@ -55,7 +56,7 @@ def docker_reachable() -> tuple[bool, str]:
     except (OSError, subprocess.TimeoutExpired) as error:
         return False, f"docker info failed ({error})"
     if result.returncode != 0:
-        reason = (result.stderr.strip().splitlines() or ["no answer"])[-1]
+        reason = last_line(result.stderr, "no answer")
         return False, f"the docker daemon is not reachable ({reason})"
     return True, f"docker {result.stdout.strip()}"
 

@@ -19,13 +19,13 @@ experiment skips the runs it finished and redoes an unfinished one.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from generator.errors import UserError
+from generator.fileio import write_atomically
 from service.api import MlflowApi, ServiceError
 
 FORMAT = "nself-mlflow-experiment"
@@ -43,10 +43,7 @@ Progress = Callable[[int, int, str], None] | None
 
 
 def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    partial.replace(path)
+    write_atomically(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
 
 
 def _tags(items: list[dict]) -> dict[str, str]:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
+from importlib import resources
 
 from generator.render import header, render_template
 from generator.settings import Settings
 from generator.versions import MlflowVersion, needs_sqlalchemy_pin
 
-INIT_PACKAGE_DIR = Path(__file__).resolve().parent.parent.parent / "init"
+# The init package rides along in the image: it is read from the installed
+# package (importlib.resources), as a wheel install has no source tree.
+INIT_PACKAGE = "init"
 INIT_DIR_IN_IMAGE = "/opt/nself-mlflow"
 BUILD_CONTEXT = "mlflow"
 
@@ -38,10 +40,17 @@ def requirements(version: MlflowVersion) -> list[str]:
 def init_sources() -> dict[str, bytes]:
     """The init package, copied into the build context below a do-not-edit header."""
     files = {}
-    for path in sorted(INIT_PACKAGE_DIR.rglob("*.py")):
-        relative = path.relative_to(INIT_PACKAGE_DIR).as_posix()
-        files[f"{BUILD_CONTEXT}/init/{relative}"] = header(f"init/{relative}").encode() + path.read_bytes()
-    return files
+    for relative, content in _python_files(resources.files(INIT_PACKAGE), ""):
+        files[f"{BUILD_CONTEXT}/init/{relative}"] = header(f"init/{relative}").encode() + content
+    return dict(sorted(files.items()))
+
+
+def _python_files(folder, prefix: str):
+    for entry in folder.iterdir():
+        if entry.is_dir() and entry.name != "__pycache__":
+            yield from _python_files(entry, f"{prefix}{entry.name}/")
+        elif entry.name.endswith(".py"):
+            yield f"{prefix}{entry.name}", entry.read_bytes()
 
 
 def build(settings: Settings) -> dict[str, bytes]:

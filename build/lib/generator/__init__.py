@@ -1,0 +1,1 @@
+"""nself's MLflow service: settings from the env cascade, artifacts into out/."""

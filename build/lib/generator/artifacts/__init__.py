@@ -1,0 +1,23 @@
+"""The pure core: settings in, {relative path: bytes} out."""
+
+from __future__ import annotations
+
+from generator.artifacts import bucket, compose, grafana, image, nginx, prometheus, sql
+from generator.settings import Settings
+
+
+def build(settings: Settings) -> dict[str, bytes]:
+    """Every artifact for these settings; nothing when MLflow is disabled."""
+    if not settings.server.enabled:
+        return {}
+    image_files = image.build(settings)
+    files = {
+        **image_files,
+        **compose.build(settings, image_files),
+        **sql.build(settings),
+        **bucket.build(settings),
+        **nginx.build(settings),
+        **prometheus.build(settings),
+        **grafana.build(settings),
+    }
+    return dict(sorted(files.items()))

@@ -1,0 +1,296 @@
+"""out/docker-compose.mlflow.yml: the services nself merges into its stack."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from generator.artifacts import bucket, image, sql
+from generator.render import to_yaml
+from generator.settings import Settings
+from generator.versions import checks_host_header, uses_uvicorn
+
+PATH = "docker-compose.mlflow.yml"
+SOURCE = "generator/artifacts/compose.py"
+
+CONTAINER_PORT = 5000
+METRICS_DIR = "/run/mlflow-metrics"
+# gunicorn's default 30 s kills large artifact uploads and slow searches.
+GUNICORN_OPTS = "--timeout 600 --graceful-timeout 30"
+UVICORN_OPTS = "--timeout-keep-alive 75"
+INIT_TIMEOUT_SECONDS = 120
+INIT_FILES_DIR = "/etc/nself-mlflow"
+# Per worker: pool + overflow connections. Budget = workers x 10.
+POOL_SIZE = 5
+POOL_MAX_OVERFLOW = 5
+MINIO_IMAGE = "quay.io/minio/minio"
+BLACKBOX_IMAGE = "quay.io/prometheus/blackbox-exporter:v0.25.0"
+
+
+@dataclass(frozen=True)
+class EnvRef:
+    """A value Compose substitutes from the env files at `up` (secrets only)."""
+
+    name: str
+    reason: str
+
+    def render(self) -> str:
+        return f"${{{self.name}:?{self.name} is not set: {self.reason}}}"
+
+
+MLFLOW_DB_PASSWORD = EnvRef("MLFLOW_DB_PASSWORD", "run nself build to generate it")
+POSTGRES_PASSWORD = EnvRef("POSTGRES_PASSWORD", "set it in .env.secrets")
+MINIO_ROOT_PASSWORD = EnvRef("MINIO_ROOT_PASSWORD", "set it in .env.secrets")
+
+
+def _escape(value: Any) -> Any:
+    """Literal strings must reach the container as written: '$' becomes '$$'."""
+    if isinstance(value, EnvRef):
+        return value.render()
+    if isinstance(value, str):
+        return value.replace("$", "$$")
+    if isinstance(value, dict):
+        return {key: _escape(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_escape(item) for item in value]
+    return value
+
+
+def network_name(settings: Settings) -> str:
+    return f"{settings.stack.project_name}_network"
+
+
+def backend_store_uri(settings: Settings) -> str:
+    # No password here: libpq reads PGPASSWORD, so the URI needs no encoding
+    # and never shows a secret in `ps` or `docker inspect` of the command.
+    database = settings.database
+    return f"postgresql://{database.user}@{database.host}:{database.port}/{database.name}"
+
+
+def server_command(settings: Settings) -> list[str]:
+    version = settings.server.version
+    command = [
+        "mlflow",
+        "server",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(CONTAINER_PORT),
+        "--workers",
+        str(settings.server.workers),
+    ]
+    if settings.storage.serve_artifacts:
+        command += ["--serve-artifacts", "--artifacts-destination", settings.storage.artifacts_root]
+    else:
+        command += ["--no-serve-artifacts", "--default-artifact-root", settings.artifacts_destination]
+    if uses_uvicorn(version):
+        command += ["--uvicorn-opts", UVICORN_OPTS]
+    else:
+        command += ["--gunicorn-opts", GUNICORN_OPTS]
+    if checks_host_header(version):
+        command += ["--allowed-hosts", ",".join(allowed_hosts(settings))]
+        command += ["--cors-allowed-origins", f"https://{settings.public_host}"]
+    command += ["--expose-prometheus", METRICS_DIR]
+    return command
+
+
+def allowed_hosts(settings: Settings) -> list[str]:
+    """Host headers 3.5+ accepts: matching is exact, including the port."""
+    port = settings.server.port
+    hosts = [
+        settings.public_host,  # through nginx, which forwards $host (no port)
+        f"mlflow:{CONTAINER_PORT}",  # other services and mlflow-gc
+        f"localhost:{port}",  # from the host, through the published port
+        f"127.0.0.1:{port}",
+        f"localhost:{CONTAINER_PORT}",  # inside the container: the healthcheck
+        f"127.0.0.1:{CONTAINER_PORT}",
+    ]
+    return list(dict.fromkeys(hosts))  # MLFLOW_PORT=5000 would list two twice
+
+
+def _s3_environment(settings: Settings) -> dict[str, Any]:
+    return {
+        "MLFLOW_S3_ENDPOINT_URL": settings.storage.endpoint.rstrip("/"),
+        "AWS_ACCESS_KEY_ID": settings.storage.root_user,
+        "AWS_SECRET_ACCESS_KEY": MINIO_ROOT_PASSWORD,
+    }
+
+
+def _healthcheck() -> dict[str, Any]:
+    # The image has no curl or wget; python's urllib is always there.
+    probe = f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{CONTAINER_PORT}/health', timeout=5)"
+    return {
+        "test": ["CMD", "python", "-c", probe],
+        "interval": "30s",
+        "timeout": "10s",
+        "retries": 3,
+        "start_period": "60s",
+    }
+
+
+def _image(tag: str) -> dict[str, Any]:
+    return {"build": {"context": f"./{image.BUILD_CONTEXT}", "dockerfile": "Dockerfile"}, "image": tag}
+
+
+def mlflow_service(settings: Settings, tag: str) -> dict[str, Any]:
+    project = settings.stack.project_name
+    return {
+        **_image(tag),
+        "container_name": f"{project}_mlflow",
+        "restart": "unless-stopped",
+        "init": True,
+        "command": server_command(settings),
+        "environment": {
+            "MLFLOW_BACKEND_STORE_URI": backend_store_uri(settings),
+            "PGPASSWORD": MLFLOW_DB_PASSWORD,
+            "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": str(POOL_SIZE),
+            "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": str(POOL_MAX_OVERFLOW),
+            **_s3_environment(settings),
+        },
+        "ports": [f"127.0.0.1:{settings.server.port}:{CONTAINER_PORT}"],
+        # The seed's production sizing; the memory alert measures against it.
+        "mem_limit": settings.server.memory_limit,
+        "tmpfs": [METRICS_DIR],
+        "healthcheck": _healthcheck(),
+        "depends_on": {
+            "postgres": {"condition": "service_healthy"},
+            "minio": {"condition": "service_healthy"},
+            "mlflow-init": {"condition": "service_completed_successfully"},
+        },
+        "networks": [network_name(settings)],
+    }
+
+
+def init_service(settings: Settings, tag: str) -> dict[str, Any]:
+    project = settings.stack.project_name
+    database = settings.database
+    return {
+        **_image(tag),
+        "container_name": f"{project}_mlflow_init",
+        "restart": "no",
+        "command": ["python", "-m", "init"],
+        "environment": {
+            # libpq's own variables: the admin connection that provisions.
+            "PGHOST": database.host,
+            "PGPORT": str(database.port),
+            "PGUSER": database.admin_user,
+            "PGPASSWORD": POSTGRES_PASSWORD,
+            "PGDATABASE": "postgres",
+            "MLFLOW_DB_NAME": database.name,
+            "MLFLOW_DB_USER": database.user,
+            "MLFLOW_DB_PASSWORD": MLFLOW_DB_PASSWORD,
+            **_s3_environment(settings),
+            "MLFLOW_ARTIFACTS_BUCKET": settings.storage.bucket,
+            "MLFLOW_INIT_TIMEOUT": str(INIT_TIMEOUT_SECONDS),
+            "MLFLOW_INIT_SQL": f"{INIT_FILES_DIR}/mlflow.sql",
+            "MLFLOW_INIT_BUCKET_POLICY": f"{INIT_FILES_DIR}/bucket-policy.json",
+        },
+        "volumes": [
+            f"./{sql.PATH}:{INIT_FILES_DIR}/mlflow.sql:ro",
+            f"./{bucket.path(settings)}:{INIT_FILES_DIR}/bucket-policy.json:ro",
+        ],
+        "labels": {
+            "nself.type": "init-container",
+            "nself.service": "mlflow",
+            "nself.auto-remove": "true",
+        },
+        "depends_on": {
+            "postgres": {"condition": "service_healthy"},
+            "minio": {"condition": "service_healthy"},
+        },
+        "networks": [network_name(settings)],
+    }
+
+
+def gc_command(settings: Settings) -> list[str]:
+    # 2.9.2 has no env var for the store; --backend-store-uri exists in every
+    # supported version. The password comes from PGPASSWORD, as for the server.
+    return ["mlflow", "gc", "--backend-store-uri", backend_store_uri(settings)]
+
+
+def gc_service(settings: Settings, tag: str) -> dict[str, Any]:
+    environment: dict[str, Any] = {
+        "MLFLOW_GC_SCHEDULE": settings.gc.schedule,
+        # Proxied artifacts (mlflow-artifacts:/) are deleted only through the
+        # server; without this gc fails on the 'file' scheme and deletes
+        # nothing. Inside the network the server needs no credentials: basic
+        # auth is nginx's.
+        "MLFLOW_TRACKING_URI": f"http://mlflow:{CONTAINER_PORT}",
+        "PGPASSWORD": MLFLOW_DB_PASSWORD,
+    }
+    if not settings.storage.serve_artifacts:
+        environment.update(_s3_environment(settings))  # gc deletes s3:// artifacts itself
+    return {
+        **_image(tag),
+        "container_name": f"{settings.stack.project_name}_mlflow_gc",
+        "restart": "unless-stopped",
+        "init": True,
+        "command": ["python", "-m", "init.gc", "--", *gc_command(settings)],
+        "environment": environment,
+        # Unhealthy while the last run failed, so `nself status` shows it.
+        "healthcheck": {
+            "test": ["CMD", "python", "-m", "init.gc", "--healthcheck"],
+            "interval": "60s",
+            "timeout": "10s",
+            "retries": 1,
+        },
+        "depends_on": {"mlflow": {"condition": "service_healthy"}},
+        "networks": [network_name(settings)],
+    }
+
+
+def minio_service(settings: Settings) -> dict[str, Any]:
+    """Only when MLflow turned MinIO on: nself's own stack then has none."""
+    storage = settings.storage
+    return {
+        "image": f"{MINIO_IMAGE}:{storage.minio_version}",
+        "container_name": f"{settings.stack.project_name}_minio",
+        "restart": "unless-stopped",
+        "command": ["server", "/data", "--console-address", ":9001"],
+        "environment": {
+            "MINIO_ROOT_USER": storage.root_user,
+            "MINIO_ROOT_PASSWORD": MINIO_ROOT_PASSWORD,
+            # Lets Prometheus read bucket usage without a bearer token.
+            **({"MINIO_PROMETHEUS_AUTH_TYPE": "public"} if settings.monitoring.enabled else {}),
+        },
+        "volumes": ["minio_data:/data"],
+        "ports": [f"127.0.0.1:{storage.minio_port}:9000", f"127.0.0.1:{storage.minio_console_port}:9001"],
+        # The MinIO image ships mc but no curl.
+        "healthcheck": {
+            "test": ["CMD", "mc", "ready", "local"],
+            "interval": "10s",
+            "timeout": "5s",
+            "retries": 5,
+            "start_period": "10s",
+        },
+        "networks": [network_name(settings)],
+    }
+
+
+def blackbox_service(settings: Settings) -> dict[str, Any]:
+    """Probes MLflow's /health for Prometheus (the mlflow-health scrape job)."""
+    return {
+        "image": BLACKBOX_IMAGE,
+        "container_name": f"{settings.stack.project_name}_mlflow_blackbox",
+        "restart": "unless-stopped",
+        "networks": [network_name(settings)],
+    }
+
+
+def build(settings: Settings, image_files: dict[str, bytes]) -> dict[str, bytes]:
+    tag = image.image_tag(settings, image_files)
+    services: dict[str, Any] = {
+        "mlflow": mlflow_service(settings, tag),
+        "mlflow-init": init_service(settings, tag),
+    }
+    document: dict[str, Any] = {"services": services}
+    if settings.gc.enabled:
+        services["mlflow-gc"] = gc_service(settings, tag)
+    if settings.monitoring.enabled:
+        services["mlflow-blackbox"] = blackbox_service(settings)
+    if settings.minio_auto_enabled:
+        services["minio"] = minio_service(settings)
+        document["volumes"] = {"minio_data": {}}
+    network = network_name(settings)
+    document["networks"] = {network: {"name": network}}
+    return {PATH: to_yaml(_escape(document), SOURCE)}

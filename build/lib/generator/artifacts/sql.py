@@ -1,0 +1,37 @@
+"""out/postgres/init/mlflow.sql: the single source of the database steps.
+
+mlflow-init applies it (init/psqlscript.py runs the psql subset it uses), and
+an operator can apply it by hand with psql.
+"""
+
+from __future__ import annotations
+
+from generator.render import render_template
+from generator.settings import Settings
+
+PATH = "postgres/init/mlflow.sql"
+# pg_advisory_lock key: the first 8 bytes of sha256("nself-mlflow-init").
+LOCK_KEY = 9223288186706704020
+# init/postgres.py passes the same name (a test holds them together).
+PASSWORD_VARIABLE = "mlflow_password"
+
+
+def quote_identifier(name: str) -> str:
+    # Names are validated to [a-z_][a-z0-9_]*; quoting still guards against
+    # reserved words such as "user".
+    return '"' + name.replace('"', '""') + '"'
+
+
+def build(settings: Settings) -> dict[str, bytes]:
+    database = settings.database
+    sql = render_template(
+        PATH,
+        comment="--",
+        role=database.user,
+        role_ident=quote_identifier(database.user),
+        database=database.name,
+        database_ident=quote_identifier(database.name),
+        lock_key=LOCK_KEY,
+        password_variable=PASSWORD_VARIABLE,
+    )
+    return {PATH: sql}

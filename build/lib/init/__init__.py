@@ -1,0 +1,1 @@
+"""mlflow-init: provisions PostgreSQL and the artifact bucket before MLflow starts."""

@@ -1,0 +1,100 @@
+"""python -m init: provision PostgreSQL and the artifact bucket, then exit.
+
+Exit codes: 0 done (every step created, updated or unchanged), 1 a service
+failed (one line naming it and what to check), 2 bad configuration.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from init.config import ConfigError, InitConfig
+from init.wait import PermanentError
+
+
+def log(message: str) -> None:
+    print(f"mlflow-init: {message}", flush=True)
+
+
+def log_step(step) -> None:
+    log(f"{step.name}: {step.outcome}")
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def main() -> int:
+    started = time.monotonic()
+    try:
+        config = InitConfig.from_environment()
+    except ConfigError as error:
+        log(f"configuration: {error}")
+        return 2
+    deadline = started + config.timeout
+
+    # Imported here so a configuration error answers without loading drivers.
+    import psycopg
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from init import bucket, postgres
+    from init.psqlscript import ScriptError
+
+    where = f"PostgreSQL at {config.pg_host}:{config.pg_port}"
+    try:
+        connection = postgres.connect(config, deadline)
+    except PermanentError as error:
+        log(f"{where}: {error}; check POSTGRES_USER and POSTGRES_PASSWORD")
+        return 1
+    except TimeoutError as error:
+        log(f"{where}: not ready after {config.timeout:g} s ({error}); is the postgres service up?")
+        return 1
+    try:
+        with connection:
+            for result in postgres.apply(connection, config, deadline, echo=log):
+                log_step(result)
+    except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled) as error:
+        log(f"{where}: applying {config.sql_file} did not finish by the deadline ({_first_line(error)}); "
+            "is another session holding a lock on the MLflow role or database?")
+        return 1
+    except (psycopg.Error, ScriptError, OSError) as error:
+        log(f"{where}: applying {config.sql_file} failed: {_first_line(error)}")
+        return 1
+
+    from init import schema
+
+    try:
+        migrated = schema.upgrade(config, echo=log)
+    except schema.SchemaError as error:
+        log(f"{where}: {schema.STEP}: {error}")
+        return 1
+    except psycopg.Error as error:
+        log(f"{where}: {schema.STEP}: {_first_line(error)}")
+        return 1
+    if migrated is not None:
+        log_step(migrated)
+
+    where = f"S3 at {config.s3_endpoint}"
+    try:
+        s3, exists = bucket.wait_until_reachable(config, deadline)
+    except PermanentError as error:
+        log(f"{where}: {error}")
+        return 1
+    except TimeoutError as error:
+        log(f"{where}: not reachable after {config.timeout:g} s ({error}); is the minio service up?")
+        return 1
+    try:
+        log_step(bucket.ensure_bucket(s3, config, exists))
+        log_step(bucket.ensure_policy(s3, config))
+    except (BotoCoreError, ClientError, OSError, ValueError) as error:
+        log(f"{where}: bucket {config.bucket}: {_first_line(error)}")
+        return 1
+
+    log(f"done in {time.monotonic() - started:.2f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""Bring an existing MLflow schema up to the pinned MLflow's, before the server starts.
+
+MLflow refuses to start on an out-of-date schema ("Detected out-of-date
+database schema") and does not migrate by itself. `mlflow db upgrade` fails on
+an empty database up to 3.8, so:
+
+- an empty database (no alembic_version table) is left for the server, which
+  creates its tables at the first start;
+- a schema at the head revision of the installed MLflow is left untouched;
+- an older schema is migrated with the installed MLflow's `mlflow db upgrade`,
+  after a line naming both revisions and reminding to back up;
+- a revision the installed MLflow does not know was written by a newer MLflow:
+  that is refused, because MLflow has no downgrades.
+
+It runs in the image, beside the pinned MLflow. Where MLflow is not installed
+(init run on its own), the step says so and does nothing.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from init.config import InitConfig
+from init.psqlscript import StepResult
+
+STEP = "mlflow schema"
+
+
+class SchemaError(Exception):
+    """The schema cannot be brought up to date; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class InstalledMlflow:
+    version: str
+    migrations: Path
+
+    @classmethod
+    def find(cls) -> "InstalledMlflow | None":
+        spec = importlib.util.find_spec("mlflow")
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        package = Path(list(spec.submodule_search_locations)[0])
+        return cls(importlib.metadata.version("mlflow"), package / "store" / "db_migrations")
+
+    def head(self) -> str:
+        return self._scripts().get_current_head()
+
+    def knows(self, revision: str) -> bool:
+        from alembic.util import CommandError
+
+        try:
+            return self._scripts().get_revision(revision) is not None
+        except CommandError:
+            return False
+
+    def _scripts(self):
+        # alembic comes with MLflow; importing it does not import MLflow itself.
+        from alembic.script import ScriptDirectory
+
+        return ScriptDirectory(str(self.migrations))
+
+
+def current_revision(config: InitConfig) -> str | None:
+    """The MLflow database's alembic revision, or None for an empty database."""
+    with psycopg.connect(host=config.pg_host, port=config.pg_port, user=config.db_user,
+                         password=config.db_password, dbname=config.db_name, connect_timeout=10,
+                         application_name="mlflow-init", autocommit=True) as connection:
+        if connection.execute("SELECT to_regclass('public.alembic_version')").fetchone()[0] is None:
+            return None
+        row = connection.execute("SELECT version_num FROM alembic_version").fetchone()
+        return row[0] if row else None
+
+
+def upgrade(config: InitConfig, echo, mlflow: InstalledMlflow | None = None) -> StepResult | None:
+    """Check, then migrate if the schema is older than the installed MLflow's."""
+    mlflow = mlflow or InstalledMlflow.find()
+    if mlflow is None:
+        echo(f"{STEP}: not checked: MLflow is not installed beside init")
+        return None
+    revision = current_revision(config)
+    if revision is None:
+        echo(f"{STEP}: empty database; mlflow server creates the tables at its first start")
+        return StepResult(STEP, "unchanged")
+    head = mlflow.head()
+    if revision == head:
+        return StepResult(STEP, "unchanged")
+    if not mlflow.knows(revision):
+        raise SchemaError(
+            f"the database is at revision {revision}, which MLflow {mlflow.version} does not know: a newer MLflow "
+            "wrote it, and MLflow cannot downgrade; set MLFLOW_VERSION back to that version"
+        )
+    echo(f"{STEP}: back up the database first (nself db dump --database {config.db_name}); "
+         f"migrating from revision {revision} to {head} with MLflow {mlflow.version}")
+    # No password in the URI: libpq reads PGPASSWORD, as for the server.
+    uri = f"postgresql://{config.db_user}@{config.pg_host}:{config.pg_port}/{config.db_name}"
+    environment = {**os.environ, "PGPASSWORD": config.db_password}
+    result = subprocess.run([sys.executable, "-m", "mlflow", "db", "upgrade", uri], env=environment,
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        lines = (result.stderr or result.stdout).strip().splitlines()
+        raise SchemaError(f"mlflow db upgrade failed (exit code {result.returncode}): "
+                          f"{lines[-1] if lines else 'no output'}; the database is unchanged or partly migrated, "
+                          "restore the backup before retrying")
+    after = current_revision(config)
+    if after != head:
+        raise SchemaError(f"mlflow db upgrade left the schema at {after}, not {head}")
+    return StepResult(STEP, "updated")
+
+
+def classify(revision: str, mlflow: InstalledMlflow) -> str:
+    """Where a schema revision stands against the installed MLflow: current, older or newer."""
+    if revision == mlflow.head():
+        return "current"
+    return "older" if mlflow.knows(revision) else "newer"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m init.schema check REVISION`: what restore asks before it touches a database."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2 or args[0] != "check":
+        print("usage: python -m init.schema check REVISION", file=sys.stderr)
+        return 2
+    mlflow = InstalledMlflow.find()
+    if mlflow is None:
+        print("MLflow is not installed beside init", file=sys.stderr)
+        return 1
+    print(f"{classify(args[1], mlflow)} {mlflow.head()} {mlflow.version}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

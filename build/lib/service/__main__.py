@@ -1,0 +1,3 @@
+from service.commands import main
+
+main()
