@@ -1,1 +1,0 @@
-"""nself's MLflow service: settings from the env cascade, artifacts into out/."""

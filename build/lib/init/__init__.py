@@ -1,1 +1,0 @@
-"""mlflow-init: provisions PostgreSQL and the artifact bucket before MLflow starts."""

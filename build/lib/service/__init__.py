@@ -1,1 +1,0 @@
-"""The operator commands (`python -m generator service …`, also `python -m service …`): what `nself service mlflow …` runs."""

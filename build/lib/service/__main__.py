@@ -1,3 +1,0 @@
-from service.commands import main
-
-main()
