@@ -33,7 +33,7 @@ GENERATED_PASSWORD_BYTES = 32  # token_urlsafe(32) gives 43 URL-safe characters
 
 
 @app.callback()
-def main() -> None:
+def _root() -> None:
     """nself's MLflow service."""
 
 
@@ -63,6 +63,14 @@ def build(
     typer.echo(
         f"{out_dir}: {len(report.written)} written, {len(report.unchanged)} unchanged, {len(report.removed)} removed"
     )
+
+
+@app.command("settings")
+def settings_command() -> None:
+    """Print every setting with its default and what it accepts (the README's table)."""
+    from generator.settings import settings_table
+
+    typer.echo(settings_table(), nl=False)
 
 
 def _plan(project_dir: Path, env: str | None, generate_passwords: bool) -> tuple[dict[str, bytes], list[str]]:

@@ -22,11 +22,11 @@ from typing_extensions import Annotated
 
 from generator.artifacts import compose as compose_artifact
 from generator.envfiles import read_project_env
-from generator.errors import UserError
+from generator.errors import NotEnabledError, UserError
 from service import transfer
 from service.api import MlflowApi, ServiceError
 from service.docker import SERVICES, ComposeProject, docker_reachable, parse_ps
-from generator.settings import Settings, load_settings, mlflow_enabled
+from generator.settings import Settings, load_settings, require_enabled
 
 app = typer.Typer(
     add_completion=False,
@@ -89,8 +89,7 @@ def load_project(project_dir: Path, env: str | None) -> Project:
     if not project_dir.is_dir():
         raise UserError(f"--project-dir: {project_dir} is not a directory")
     project_env = read_project_env(project_dir, env)
-    if not mlflow_enabled(project_env):
-        raise UserError("MLFLOW_ENABLED: MLflow is not enabled in this project; set MLFLOW_ENABLED=true")
+    require_enabled(project_env)
     return Project(project_dir, project_env.env, load_settings(project_env), project_env.values)
 
 
@@ -136,11 +135,9 @@ def status(
     """Containers, /health (public URL and direct) and the server version. Exit 0 only when healthy."""
     try:
         project = load_project(project_dir, env)
-    except UserError as error:
-        if "MLFLOW_ENABLED" in error.message:
-            typer.echo("MLflow: not enabled (MLFLOW_ENABLED is not true)")
-            raise typer.Exit(1)
-        raise error
+    except NotEnabledError:
+        typer.echo("MLflow: not enabled (MLFLOW_ENABLED is not true)")
+        raise typer.Exit(1) from None
     healthy = True
     typer.echo(f"MLflow: enabled, MLFLOW_VERSION {project.settings.server.version}")
 

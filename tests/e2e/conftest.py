@@ -23,7 +23,7 @@ from tests.e2e.stack import Stack
 from tests.nginx_harness import NGINX, installed_nginx_version
 from tests.services import PostgresServer, SeaweedS3
 
-DEFAULT_VERSION = VARIABLES["MLFLOW_VERSION"][2]
+DEFAULT_VERSION = VARIABLES["MLFLOW_VERSION"].default
 # The newest 3.x whose packages all install here (3.18.0's do not).
 NEWEST_3X = "3.17.2"
 VERSIONS = [DEFAULT_VERSION, NEWEST_3X]

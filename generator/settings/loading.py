@@ -1,0 +1,263 @@
+"""Loading: the merged env files in, validated Settings out, or every problem at once.
+
+Every variable is parsed on its own, so one pass reports every problem. Error
+lines name the variable, where it came from, the rule and what is accepted; a
+secret's value is never part of them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticCustomError
+
+from generator.envfiles import SECRETS_FILE, EnvValue, ProjectEnv
+from generator.errors import NotEnabledError, UserError
+from generator.settings import validators as rules
+from generator.settings.models import DERIVED, SECRET_VARIABLES, SECTIONS, VARIABLES, Settings, StorageSettings
+from generator.versions import parse_version, support_problem
+
+
+# Values that Docker Compose substitutes from the env files into the
+# containers; they must read the same to Compose as to this generator.
+COMPOSE_SUBSTITUTED = SECRET_VARIABLES
+
+# MLFLOW_* names that MLflow's own client and server read. They belong to
+# custom services and scripts in the same .env, so they are not typos.
+MLFLOW_CLIENT_VARIABLES = frozenset(
+    {
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_TRACKING_USERNAME",
+        "MLFLOW_TRACKING_PASSWORD",
+        "MLFLOW_TRACKING_TOKEN",
+        "MLFLOW_TRACKING_INSECURE_TLS",
+        "MLFLOW_TRACKING_SERVER_CERT_PATH",
+        "MLFLOW_TRACKING_CLIENT_CERT_PATH",
+        "MLFLOW_REGISTRY_URI",
+        "MLFLOW_EXPERIMENT_NAME",
+        "MLFLOW_EXPERIMENT_ID",
+        "MLFLOW_RUN_ID",
+        "MLFLOW_S3_ENDPOINT_URL",
+        "MLFLOW_S3_IGNORE_TLS",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT",
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR",
+    }
+)
+
+_REQUIRED_WHEN_ENABLED = {
+    "POSTGRES_PASSWORD": "mlflow-init connects as POSTGRES_USER to create the MLflow database and role",
+    "MINIO_ROOT_PASSWORD": "MLflow and mlflow-init use the MinIO root credentials for the artifact bucket",
+}
+
+
+class SettingsError(UserError):
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  {problem}" for problem in problems)
+        super().__init__(f"Invalid MLflow configuration ({len(problems)} problem(s)):\n{lines}")
+
+
+def mlflow_enabled(project_env: ProjectEnv) -> bool:
+    try:
+        return rules.boolean(project_env.values.get("MLFLOW_ENABLED", "false"))
+    except PydanticCustomError as error:
+        raise SettingsError([f"MLFLOW_ENABLED: {error.message()}"]) from None
+
+
+def load_settings(project_env: ProjectEnv) -> Settings:
+    """Validate every variable at once; raise SettingsError listing each problem."""
+    values = _with_defaults(project_env.values)
+    hidden = hidden_variables(project_env)
+    problems: dict[str, str] = {}
+
+    for name in sorted(project_env.values):
+        if name.startswith("MLFLOW_") and name not in VARIABLES and name not in MLFLOW_CLIENT_VARIABLES:
+            problems[name] = _unknown_variable(name)
+
+    built: dict[str, BaseModel] = {}
+    for section, model in SECTIONS.items():
+        # Fields are read by their variable names (the declared aliases).
+        names = [info.alias for info in model.model_fields.values()]
+        try:
+            built[section] = model(**{name: values[name] for name in names})
+        except ValidationError as error:
+            for detail in error.errors():
+                name = str(detail["loc"][0])
+                problems.setdefault(name, _describe(name, detail, project_env, hidden))
+
+    for name, reason in _REQUIRED_WHEN_ENABLED.items():
+        if name not in problems and not values[name]:
+            problems[name] = f"{name}: is required when MLFLOW_ENABLED=true ({reason}); set it in {SECRETS_FILE}"
+
+    for name in sorted(COMPOSE_SUBSTITUTED):
+        origin = project_env.origins.get(name)
+        if name not in problems and origin is not None:
+            problem = compose_quoting_problem(name, origin)
+            if problem:
+                problems[name] = problem
+
+    problems.update(_cross_checks(values, problems, hidden))
+
+    if problems:
+        raise SettingsError([problems[name] for name in sorted(problems)])
+
+    storage: StorageSettings = built["storage"]  # type: ignore[assignment]
+    minio_auto_enabled = not storage.minio_enabled
+    settings = Settings(
+        **built,  # type: ignore[arg-type]
+        minio_auto_enabled=minio_auto_enabled,
+    )
+    if minio_auto_enabled:
+        settings = settings.model_copy(update={"storage": storage.model_copy(update={"minio_enabled": True})})
+    return settings
+
+
+def _with_defaults(raw: dict[str, str]) -> dict[str, str]:
+    values = {name: raw.get(name, "") for name in VARIABLES}
+    for name, variable in VARIABLES.items():
+        if not values[name].strip():
+            values[name] = "" if variable.default == DERIVED else variable.default
+    # The DERIVED defaults:
+    if not values["MLFLOW_ARTIFACTS_ROOT"]:
+        values["MLFLOW_ARTIFACTS_ROOT"] = f"s3://{values['MLFLOW_ARTIFACTS_BUCKET']}"
+    if not values["POSTGRES_DB"]:
+        values["POSTGRES_DB"] = values["PROJECT_NAME"]
+    if not values["MLFLOW_AUTH_HASH_ROUNDS"]:
+        scheme = rules.HASH_SCHEMES.get(values["MLFLOW_AUTH_HASH"].strip())
+        values["MLFLOW_AUTH_HASH_ROUNDS"] = str(scheme[2]) if scheme else "5000"
+    for name in ("MLFLOW_ARTIFACTS_ROOT", "MLFLOW_DEFAULT_ARTIFACT_ROOT"):
+        values[name] = values[name].strip()
+    return values
+
+
+def _describe(name: str, detail: Any, project_env: ProjectEnv, hidden: frozenset[str]) -> str:
+    # Rule messages never embed the value; it is appended only when it may be shown.
+    message = detail["msg"] if detail["type"] == "rule" else "has an unexpected value"
+    origin = project_env.origins.get(name)
+    where = f" (in {origin.source} line {origin.line})" if origin else ""
+    shown = project_env.values.get(name)
+    got = _got(name, shown, hidden) if shown is not None else ""
+    return f"{name}{where}: {message}{got}"
+
+
+def hidden_variables(project_env: ProjectEnv) -> frozenset[str]:
+    """Secrets, and every setting that pulls a secret in through ${...}: never echoed."""
+    hidden = set(SECRET_VARIABLES)
+    changed = True
+    while changed:
+        changed = False
+        for name, origin in project_env.origins.items():
+            if name in hidden or origin.quoting == "'":
+                continue
+            if any(reference in hidden for reference in _REFERENCE_NAME.findall(origin.raw)):
+                hidden.add(name)
+                changed = True
+    return frozenset(hidden)
+
+
+_REFERENCE_NAME = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def _got(name: str, value: str, hidden: frozenset[str]) -> str:
+    return "" if name in hidden else f" (got {value!r})"
+
+
+def _unknown_variable(name: str) -> str:
+    known = sorted(n for n in VARIABLES if n.startswith("MLFLOW_"))
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]}?" if close else f"; known names: {', '.join(known)}"
+    return f"{name}: is not an MLflow setting{hint}"
+
+
+def compose_quoting_problem(name: str, origin: EnvValue) -> str | None:
+    """Refuse values that Docker Compose would read differently from us.
+
+    Compared with python-dotenv, Compose expands '$' in unquoted and
+    double-quoted values, and keeps the backslash of "\\'" in double
+    quotes; in single quotes it keeps both characters of '\\\\' and
+    "\\'". Every other form reads the same to both (tests prove it).
+    """
+    text = origin.raw_text
+    where = f"{name} (in {origin.source} line {origin.line})"
+    if origin.quoting == "'":
+        if "\\\\" in text or "\\'" in text:
+            return (
+                f"{where}: a backslash before '\\' or \"'\" inside single quotes is read differently "
+                "by Docker Compose; accepted: a value without those sequences"
+            )
+        return None
+    if "$" in text:
+        return (
+            f"{where}: contains '$', which Docker Compose would expand; accepted: the value in single quotes, "
+            f"for example {name}='...'"
+        )
+    if origin.quoting == '"' and "\\'" in text:
+        return (
+            f"{where}: \"\\'\" inside double quotes is read differently by Docker Compose; "
+            "accepted: a plain ' without the backslash"
+        )
+    return None
+
+
+def _cross_checks(values: dict[str, str], problems: dict[str, str], hidden: frozenset[str]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    bucket = values["MLFLOW_ARTIFACTS_BUCKET"]
+    root = values["MLFLOW_ARTIFACTS_ROOT"]
+    if "MLFLOW_ARTIFACTS_BUCKET" not in problems and not re.fullmatch(
+        rf"s3://{re.escape(bucket)}(/[A-Za-z0-9._/-]*)?", root
+    ):
+        found["MLFLOW_ARTIFACTS_ROOT"] = (
+            f"MLFLOW_ARTIFACTS_ROOT: must point into MLFLOW_ARTIFACTS_BUCKET; accepted: s3://{bucket} "
+            f"or s3://{bucket}/PREFIX{_got('MLFLOW_ARTIFACTS_ROOT', root, hidden)}"
+        )
+    serve = values["MLFLOW_SERVE_ARTIFACTS"].strip().lower() in ("true", "yes", "1")
+    default_root = values["MLFLOW_DEFAULT_ARTIFACT_ROOT"]
+    if default_root and serve:
+        found["MLFLOW_DEFAULT_ARTIFACT_ROOT"] = (
+            "MLFLOW_DEFAULT_ARTIFACT_ROOT: cannot be combined with MLFLOW_SERVE_ARTIFACTS=true, because an "
+            "explicit default artifact root silently turns artifact proxying off; accepted: leave it empty, "
+            "or set MLFLOW_SERVE_ARTIFACTS=false"
+        )
+    elif default_root and not re.fullmatch(rf"s3://{re.escape(bucket)}(/[A-Za-z0-9._/-]*)?", default_root):
+        found["MLFLOW_DEFAULT_ARTIFACT_ROOT"] = (
+            f"MLFLOW_DEFAULT_ARTIFACT_ROOT: must point into MLFLOW_ARTIFACTS_BUCKET; accepted: s3://{bucket} "
+            f"or s3://{bucket}/PREFIX{_got('MLFLOW_DEFAULT_ARTIFACT_ROOT', default_root, hidden)}"
+        )
+    if "MLFLOW_DB_USER" not in problems and values["MLFLOW_DB_USER"] == values["POSTGRES_USER"]:
+        found["MLFLOW_DB_USER"] = (
+            "MLFLOW_DB_USER: must differ from POSTGRES_USER; MLflow gets its own least-privileged role "
+            f"{_got('MLFLOW_DB_USER', values['MLFLOW_DB_USER'], hidden)}"
+        )
+    if "MLFLOW_DB_NAME" not in problems and values["MLFLOW_DB_NAME"] == values["POSTGRES_DB"]:
+        found["MLFLOW_DB_NAME"] = (
+            "MLFLOW_DB_NAME: must differ from POSTGRES_DB, the stack's main database; MLflow keeps its tables "
+            f"in a database of its own{_got('MLFLOW_DB_NAME', values['MLFLOW_DB_NAME'], hidden)}"
+        )
+    scheme = rules.HASH_SCHEMES.get(values["MLFLOW_AUTH_HASH"].strip())
+    rounds = values["MLFLOW_AUTH_HASH_ROUNDS"].strip()
+    if scheme and "MLFLOW_AUTH_HASH_ROUNDS" not in problems and rounds.isdigit():
+        low, high, _default = scheme
+        if not low <= int(rounds) <= high:
+            found["MLFLOW_AUTH_HASH_ROUNDS"] = (
+                f"MLFLOW_AUTH_HASH_ROUNDS: out of range for {values['MLFLOW_AUTH_HASH'].strip()}; "
+                f"accepted: {low} to {high}{_got('MLFLOW_AUTH_HASH_ROUNDS', rounds, hidden)}"
+            )
+    if "MLFLOW_VERSION" not in problems:
+        version = parse_version(values["MLFLOW_VERSION"])
+        override = values["MLFLOW_VERSION_UNSUPPORTED_OK"].strip().lower() in ("true", "yes", "1")
+        unsupported = support_problem(version) if version is not None else None
+        if unsupported and not override:
+            found["MLFLOW_VERSION"] = f"MLFLOW_VERSION: {unsupported}; set MLFLOW_VERSION_UNSUPPORTED_OK=true to try it anyway"
+    return found
+
+
+def require_enabled(project_env: ProjectEnv) -> None:
+    """The service commands operate a running MLflow: refuse a project where it is off."""
+    if not mlflow_enabled(project_env):
+        origin = project_env.origins.get("MLFLOW_ENABLED")
+        where = f" (in {origin.source} line {origin.line})" if origin else " (not set in the project's env files)"
+        raise NotEnabledError(f"MLFLOW_ENABLED{where}: MLflow is not enabled in this project; set MLFLOW_ENABLED=true")

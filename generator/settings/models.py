@@ -1,0 +1,296 @@
+"""The settings, one model per concern, and one declaration per variable.
+
+Each field is declared once with `setting(NAME, default, doc)`: the name it
+is read from, its default as .env text ("" = unset), and what it accepts.
+That declaration drives loading (the alias), the defaults, the README's
+settings table (`settings_table()`), the unknown-name hints and which values
+are secret (a `SecretStr` field is never echoed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
+
+from generator.settings import validators as rules
+from generator.settings.validators import Boolean, Hostname, Password, Port
+from generator.versions import MlflowVersion
+
+DERIVED = "derived"  # a default computed from other settings at load time; see loading._with_defaults
+
+
+def setting(name: str, default: str, doc: str) -> Any:
+    """Declare a field: the variable it is read from, its default as .env text, and what it accepts."""
+    return Field(alias=name, description=doc, json_schema_extra={"env_default": default})
+
+
+def _text(pattern: str, rule: str) -> Any:
+    return BeforeValidator(rules.matching(pattern, rule))
+
+
+def _whole(low: int, high: int, what: str) -> Any:
+    return BeforeValidator(rules.integer_between(low, high, what))
+
+
+def _positive(maximum: float, what: str) -> Any:
+    return BeforeValidator(rules.positive_number(maximum, what))
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False)
+
+
+class StackSettings(_Section):
+    project_name: Annotated[
+        str,
+        _text(
+            r"[a-z][a-z0-9_-]{0,62}",
+            "must be a Docker Compose project name; accepted: 1-63 characters of lowercase letters, "
+            "digits, '-' and '_', starting with a letter",
+        ),
+    ] = setting("PROJECT_NAME", "myproject", "Compose project name: lowercase, starting with a letter")
+    base_domain: Hostname = setting("BASE_DOMAIN", "local.nself.org", "DNS name")
+    env: str = setting("ENV", "dev", "`dev`, `staging` or `prod` (nself's cascade; `--env` wins)")
+
+
+class ServerSettings(_Section):
+    enabled: Boolean = setting("MLFLOW_ENABLED", "false", "boolean: `true`/`false`/`yes`/`no`/`1`/`0`")
+    version: Annotated[MlflowVersion, BeforeValidator(rules.mlflow_version)] = setting(
+        "MLFLOW_VERSION", "2.9.2", "a release `MAJOR.MINOR.PATCH`, from 2.9.0 to the last 2.x, or 3.0.0 to 3.17.x"
+    )
+    version_unsupported_ok: Boolean = setting(
+        "MLFLOW_VERSION_UNSUPPORTED_OK", "false", "`true` builds a version outside that range anyway"
+    )
+    port: Port = setting("MLFLOW_PORT", "5000", "host port, bound to `127.0.0.1`")
+    route: Annotated[
+        str,
+        _text(
+            rules.HOSTNAME,
+            "must be a subdomain label such as 'mlflow' or a full host such as 'mlflow.example.com'; "
+            "accepted: lowercase letters, digits, '-' and '.'",
+        ),
+    ] = setting(
+        "MLFLOW_ROUTE",
+        "mlflow",
+        "a label (gives `mlflow.<BASE_DOMAIN>`), or a full host such as `mlflow.${BASE_DOMAIN}` "
+        "(the domain is not added twice)",
+    )
+    workers: Annotated[int, _whole(1, 64, "a number of workers")] = setting("MLFLOW_WORKERS", "2", "1–64")
+    memory_limit: Annotated[
+        str,
+        _text(r"[1-9][0-9]*[kmg]", "must be a container memory limit; accepted: a whole number with k, m or g, such as 512m or 2g"),
+    ] = setting(
+        "MLFLOW_MEMORY_LIMIT", "2g", "the `mlflow` container's `mem_limit` (the seed's production sizing): `512m`, `4g`…"
+    )
+
+
+class DatabaseSettings(_Section):
+    name: Annotated[str, BeforeValidator(rules.database_name)] = setting(
+        "MLFLOW_DB_NAME",
+        "mlflow",
+        "a lowercase PostgreSQL identifier, not `postgres`/`template*`; must differ from `POSTGRES_DB`",
+    )
+    user: Annotated[str, BeforeValidator(rules.role_name)] = setting(
+        "MLFLOW_DB_USER", "mlflow", "a lowercase PostgreSQL identifier, not `postgres`/`pg_*`; must differ from `POSTGRES_USER`"
+    )
+    password: Password = setting("MLFLOW_DB_PASSWORD", "", "generated (see [Passwords](#passwords)); at least 8 characters")
+    admin_user: Annotated[str, BeforeValidator(rules.identifier)] = setting(
+        "POSTGRES_USER", "postgres", "the admin role `mlflow-init` connects as"
+    )
+    # The stack's existing admin password: any printable value, no minimum.
+    admin_password: Annotated[SecretStr | None, BeforeValidator(rules.password(1))] = setting(
+        "POSTGRES_PASSWORD", "", "required (any printable value): the admin password `mlflow-init` uses"
+    )
+    # Only compared with MLFLOW_DB_NAME; nself names it after the project.
+    main_database: Annotated[
+        str, _text(r"[A-Za-z0-9_$-]{1,63}", "must be a database name; accepted: 1-63 letters, digits, '_', '$' or '-'")
+    ] = setting("POSTGRES_DB", DERIVED, "the stack's main database; default `PROJECT_NAME`")
+    host: Hostname = setting("POSTGRES_HOST", "postgres", "PostgreSQL's host inside the Docker network")
+    port: Port = setting("POSTGRES_PORT", "5432", "PostgreSQL's port inside the Docker network")
+
+
+class StorageSettings(_Section):
+    bucket: Annotated[str, BeforeValidator(rules.bucket_name)] = setting(
+        "MLFLOW_ARTIFACTS_BUCKET", "mlflow-artifacts", "S3 bucket naming rules"
+    )
+    artifacts_root: str = setting(
+        "MLFLOW_ARTIFACTS_ROOT", DERIVED, "`s3://<bucket>` by default; must point into the bucket (`s3://<bucket>[/prefix]`)"
+    )
+    default_artifact_root: str = setting(
+        "MLFLOW_DEFAULT_ARTIFACT_ROOT",
+        "",
+        "only with `MLFLOW_SERVE_ARTIFACTS=false`. MLflow silently turns proxying off when it is set, "
+        "so the build refuses the combination",
+    )
+    serve_artifacts: Boolean = setting(
+        "MLFLOW_SERVE_ARTIFACTS", "true", "proxy artifacts through the server: clients never need S3 credentials"
+    )
+    minio_enabled: Boolean = setting("MINIO_ENABLED", "false", "turned on automatically for MLflow (see below)")
+    root_user: Annotated[
+        str, _text(r"[A-Za-z0-9._@+=-]{3,128}", "must be a MinIO access key; accepted: 3-128 letters, digits or ._@+=-")
+    ] = setting("MINIO_ROOT_USER", "minioadmin", "the S3 access key MLflow and `mlflow-init` use")
+    root_password: Password = setting(
+        "MINIO_ROOT_PASSWORD", "", "required: the S3 secret key MLflow and `mlflow-init` use"
+    )
+    minio_version: Annotated[
+        str,
+        _text(
+            r"RELEASE\.[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}-[0-9]{2}-[0-9]{2}Z",
+            "must be a MinIO release tag; accepted: RELEASE.YYYY-MM-DDTHH-MM-SSZ",
+        ),
+    ] = setting("MINIO_VERSION", "RELEASE.2025-04-22T22-12-26Z", "the MinIO image's release tag")
+    minio_port: Port = setting("MINIO_PORT", "9000", "MinIO's S3 port")
+    minio_console_port: Port = setting("MINIO_CONSOLE_PORT", "9001", "MinIO's console port")
+    endpoint: Annotated[
+        str, _text(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?", "must be an http(s) URL such as http://minio:9000")
+    ] = setting("S3_ENDPOINT", "http://minio:9000", "the S3 endpoint MLflow and `mlflow-init` use")
+
+
+class ProxySettings(_Section):
+    nginx_version: Annotated[tuple[int, int, int], BeforeValidator(rules.nginx_version)] = setting(
+        "NGINX_VERSION", "1.27", "the nginx the vhost targets: `http2 on;` from 1.25.1, `listen … ssl http2` before"
+    )
+    allowed_ips: Annotated[tuple[str, ...], BeforeValidator(rules.networks)] = setting(
+        "MLFLOW_ALLOWED_IPS", "", "IPs or CIDRs, comma-separated; when set, nginx answers 403 to every other client"
+    )
+    read_timeout: Annotated[int, _whole(1, 86400, "a number of seconds")] = setting(
+        "MLFLOW_PROXY_READ_TIMEOUT",
+        "600",
+        "seconds nginx waits on MLflow; long enough for multi-GB artifacts and slow searches (it matches gunicorn's timeout)",
+    )
+    send_timeout: Annotated[int, _whole(1, 86400, "a number of seconds")] = setting(
+        "MLFLOW_PROXY_SEND_TIMEOUT", "600", "seconds nginx waits to send to MLflow"
+    )
+
+
+class AuthSettings(_Section):
+    enabled: Boolean = setting("MLFLOW_AUTH_ENABLED", "false", "HTTP basic auth in nginx")
+    hash_scheme: Annotated[str, BeforeValidator(rules.hash_scheme)] = setting(
+        "MLFLOW_AUTH_HASH",
+        "sha512_crypt",
+        "htpasswd scheme: `sha512_crypt`, `sha256_crypt` or `bcrypt`; see [Basic auth and speed](#basic-auth-and-speed)",
+    )
+    hash_rounds: Annotated[int, _whole(4, 999_999_999, "a number of hash rounds")] = setting(
+        "MLFLOW_AUTH_HASH_ROUNDS", DERIVED, "1000 and more for the crypt schemes (default 1000), 4–31 for bcrypt (default 10)"
+    )
+    hash_salt: Annotated[str | None, BeforeValidator(rules.salt)] = setting(
+        "MLFLOW_AUTH_HASH_SALT", "", "generated: the htpasswd salt, saved like a password so rebuilds give the same file"
+    )
+    username: Annotated[
+        str, _text(r"[A-Za-z0-9._@-]{1,64}", "must be a user name; accepted: 1-64 letters, digits or ._@-")
+    ] = setting("MLFLOW_AUTH_USERNAME", "admin", "the basic-auth user")
+    password: Password = setting(
+        "MLFLOW_AUTH_PASSWORD", "", "generated while auth is on (see [Passwords](#passwords)); at least 8 characters"
+    )
+
+
+class GcSettings(_Section):
+    enabled: Boolean = setting("MLFLOW_GC_ENABLED", "true", "adds the `mlflow-gc` service")
+    schedule: Annotated[str, BeforeValidator(rules.cron)] = setting(
+        "MLFLOW_GC_SCHEDULE", "0 3 * * 0", "a five-field cron expression (UTC), parsed with cronsim"
+    )
+
+
+class MonitoringSettings(_Section):
+    enabled: Boolean = setting(
+        "MONITORING_ENABLED", "false", "adds the monitoring artifacts (see [Monitoring](#monitoring))"
+    )
+    p95_latency_seconds: Annotated[float, _positive(3600, "a number of seconds")] = setting(
+        "MLFLOW_ALERT_P95_LATENCY_SECONDS", "2", "alert threshold: p95 request latency in seconds"
+    )
+    error_ratio: Annotated[float, _positive(1, "a ratio of requests")] = setting(
+        "MLFLOW_ALERT_ERROR_RATIO", "0.05", "alert threshold: the share of requests answered 5xx"
+    )
+    bucket_size_gb: Annotated[float, _positive(1_000_000, "a size in GB")] = setting(
+        "MLFLOW_ALERT_BUCKET_SIZE_GB", "50", "alert threshold: the artifact bucket's size in GB"
+    )
+
+
+SECTIONS: dict[str, type[_Section]] = {
+    "stack": StackSettings,
+    "server": ServerSettings,
+    "database": DatabaseSettings,
+    "storage": StorageSettings,
+    "proxy": ProxySettings,
+    "auth": AuthSettings,
+    "gc": GcSettings,
+    "monitoring": MonitoringSettings,
+}
+
+
+class Settings(_Section):
+    stack: StackSettings
+    server: ServerSettings
+    database: DatabaseSettings
+    storage: StorageSettings
+    proxy: ProxySettings
+    auth: AuthSettings
+    gc: GcSettings
+    monitoring: MonitoringSettings
+    minio_auto_enabled: bool
+
+    @property
+    def public_host(self) -> str:
+        route, domain = self.server.route, self.stack.base_domain
+        if "." in route:
+            return route
+        return f"{route}.{domain}"
+
+    @property
+    def artifacts_destination(self) -> str:
+        return self.storage.default_artifact_root or self.storage.artifacts_root
+
+    @property
+    def missing_generated(self) -> tuple[str, ...]:
+        """Variables whose random value the CLI must generate and save before a build."""
+        missing = []
+        if self.database.password is None:
+            missing.append("MLFLOW_DB_PASSWORD")
+        if self.auth.enabled and self.auth.password is None:
+            missing.append("MLFLOW_AUTH_PASSWORD")
+        if self.auth.enabled and self.auth.hash_salt is None:
+            missing.append("MLFLOW_AUTH_HASH_SALT")
+        return tuple(missing)
+
+
+@dataclass(frozen=True)
+class Variable:
+    name: str
+    section: str
+    field: str
+    default: str  # as .env text; "" = unset, DERIVED = computed from other settings
+    doc: str
+    secret: bool
+
+
+def _declared() -> dict[str, Variable]:
+    variables = {}
+    for section, model in SECTIONS.items():
+        for field_name, info in model.model_fields.items():
+            extra = info.json_schema_extra or {}
+            secret = "SecretStr" in repr(info.annotation)
+            variables[info.alias] = Variable(
+                info.alias, section, field_name, extra["env_default"], info.description or "", secret
+            )
+    return variables
+
+
+VARIABLES: dict[str, Variable] = _declared()
+SECRET_VARIABLES = frozenset(name for name, variable in VARIABLES.items() if variable.secret)
+
+
+def settings_table() -> str:
+    """The README's settings table, one row per declared variable."""
+
+    def default_text(variable: Variable) -> str:
+        if variable.default == DERIVED:
+            return "derived"
+        if variable.default:
+            return f"`{variable.default}`"
+        return "generated" if variable.doc.startswith("generated") else "empty"
+
+    rows = ["| variable | default | accepted |", "|---|---|---|"]
+    rows += [f"| `{v.name}` | {default_text(v)} | {v.doc} |" for v in VARIABLES.values()]
+    return "\n".join(rows) + "\n"

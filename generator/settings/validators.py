@@ -1,0 +1,209 @@
+"""The rules a setting's text must follow: each parser raises a message naming the rule and what is accepted.
+
+Rule messages never embed the value: loading appends it only when it may be shown.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from datetime import datetime
+from typing import Annotated, Any, Callable
+
+from cronsim import CronSim, CronSimError
+from pydantic import BeforeValidator, SecretStr
+from pydantic_core import PydanticCustomError
+
+from generator.versions import MlflowVersion, parse_version
+
+
+def rule_error(rule: str) -> PydanticCustomError:
+    return PydanticCustomError("rule", rule)
+
+
+def boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "1"):
+        return True
+    if text in ("false", "no", "0"):
+        return False
+    raise rule_error("must be a boolean; accepted: true, false, yes, no, 1, 0")
+
+
+def integer_between(low: int, high: int, what: str) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        text = str(value).strip()
+        if not re.fullmatch(r"[0-9]+", text) or not low <= int(text) <= high:
+            raise rule_error(f"must be {what}; accepted: a whole number from {low} to {high}")
+        return int(text)
+
+    return parse
+
+
+def matching(pattern: str, rule: str) -> Callable[[Any], str]:
+    compiled = re.compile(pattern)
+
+    def parse(value: Any) -> str:
+        text = str(value).strip()
+        if not compiled.fullmatch(text):
+            raise rule_error(rule)
+        return text
+
+    return parse
+
+
+LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+HOSTNAME = rf"{LABEL}(?:\.{LABEL})*"
+
+
+def bucket_name(value: Any) -> str:
+    text = str(value).strip()
+    accepted = (
+        "must follow the S3 bucket naming rules; accepted: 3-63 characters of lowercase letters, "
+        "digits, '.' and '-', starting and ending with a letter or digit, no '..', not an IP address"
+    )
+    if (
+        not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", text)
+        or ".." in text
+        or ".-" in text
+        or "-." in text
+        or text.startswith(("xn--", "sthree-"))
+        or text.endswith(("-s3alias", "--ol-s3"))
+    ):
+        raise rule_error(accepted)
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return text
+    raise rule_error(accepted)
+
+
+_RESERVED_DATABASES = {"postgres", "template0", "template1"}
+_RESERVED_ROLES = {"postgres", "public", "none", "current_user", "session_user", "current_role"}
+
+
+def database_name(value: Any) -> str:
+    text = identifier(value)
+    if text in _RESERVED_DATABASES:
+        raise rule_error(f"must not be a PostgreSQL system database ({', '.join(sorted(_RESERVED_DATABASES))})")
+    return text
+
+
+def role_name(value: Any) -> str:
+    text = identifier(value)
+    if text in _RESERVED_ROLES or text.startswith("pg_"):
+        raise rule_error("must not be a reserved PostgreSQL role name (postgres, public, pg_*)")
+    return text
+
+
+identifier = matching(
+    r"[a-z_][a-z0-9_]{0,62}",
+    "must be a safe PostgreSQL identifier; accepted: 1-63 characters of lowercase letters, "
+    "digits and '_', not starting with a digit",
+)
+
+
+def cron(value: Any) -> str:
+    text = " ".join(str(value).split())
+    try:
+        CronSim(text, datetime(2000, 1, 1))
+    except CronSimError as error:
+        raise rule_error(
+            f"must be a cron expression ({error}); accepted: five fields 'minute hour day month weekday', "
+            "for example '0 3 * * 0'"
+        ) from None
+    return text
+
+
+def mlflow_version(value: Any) -> MlflowVersion:
+    version = parse_version(str(value).strip())
+    if version is None:
+        raise rule_error("must be an MLflow release number; accepted: MAJOR.MINOR.PATCH such as 2.9.2 or 3.1.0")
+    return version
+
+
+def password(minimum: int) -> Callable[[Any], SecretStr | None]:
+    def parse(value: Any) -> SecretStr | None:
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if value is None or value == "":
+            return None
+        if not value.isprintable():
+            raise rule_error("must contain printable characters only (no tabs, newlines or control characters)")
+        if len(value) < minimum:
+            raise rule_error(f"is too short; accepted: at least {minimum} characters")
+        return SecretStr(value)
+
+    return parse
+
+
+def networks(value: Any) -> tuple[str, ...]:
+    entries = [entry for entry in re.split(r"[,\s]+", str(value).strip()) if entry]
+    networks = []
+    for entry in entries:
+        try:
+            networks.append(str(ipaddress.ip_network(entry, strict=False)))
+        except ValueError:
+            raise rule_error(
+                "each entry must be an IP address or CIDR; accepted: a comma-separated list such as "
+                "'10.0.0.0/8, 192.168.1.7'"
+            ) from None
+    return tuple(networks)
+
+
+def positive_number(maximum: float, what: str) -> Callable[[Any], float]:
+    def parse(value: Any) -> float:
+        text = str(value).strip()
+        try:
+            number = float(text)
+        except ValueError:
+            number = -1.0
+        if not re.fullmatch(r"[0-9]+(\.[0-9]+)?", text) or not 0 < number <= maximum:
+            raise rule_error(f"must be {what}; accepted: a number greater than 0 and at most {maximum:g}")
+        return number
+
+    return parse
+
+
+def nginx_version(value: Any) -> tuple[int, int, int]:
+    text = str(value).strip()
+    match = re.fullmatch(r"([0-9]+)\.([0-9]+)(?:\.([0-9]+))?", text)
+    if not match:
+        raise rule_error("must be an nginx version; accepted: MAJOR.MINOR or MAJOR.MINOR.PATCH such as 1.27 or 1.22.1")
+    return (int(match.group(1)), int(match.group(2)), int(match.group(3) or 0))
+
+
+# (lowest, highest, default) rounds. nginx checks the hash on every request, so
+# the default is the cheapest crypt(3) allows: safe for generated passwords.
+HASH_SCHEMES = {"sha512_crypt": (1000, 999_999_999, 1000), "sha256_crypt": (1000, 999_999_999, 1000), "bcrypt": (4, 31, 10)}
+SALT_ALPHABET = "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def hash_scheme(value: Any) -> str:
+    text = str(value).strip()
+    if text not in HASH_SCHEMES:
+        raise rule_error(f"must be a password hash scheme; accepted: {', '.join(HASH_SCHEMES)}")
+    return text
+
+
+def salt(value: Any) -> str | None:
+    text = str(value).strip()
+    if not text:
+        return None
+    # 22 characters fit bcrypt, whose last salt character carries 2 bits only.
+    if not re.fullmatch(r"[./0-9A-Za-z]{21}[.Oeu]", text):
+        raise rule_error("must be a salt as the build generates it; accepted: 22 characters of ./0-9A-Za-z, or empty")
+    return text
+
+
+Boolean = Annotated[bool, BeforeValidator(boolean)]
+Port = Annotated[int, BeforeValidator(integer_between(1, 65535, "a TCP port number"))]
+Password = Annotated[SecretStr | None, BeforeValidator(password(8))]
+Hostname = Annotated[
+    str,
+    BeforeValidator(
+        matching(HOSTNAME, "must be a DNS name; accepted: lowercase labels of letters, digits and '-' joined by '.'")
+    ),
+]
