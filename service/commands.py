@@ -1,4 +1,8 @@
-"""`python -m generator service ACTION`: the commands behind `nself service mlflow …`.
+"""`python -m generator service ACTION`: the typer wiring of the commands behind `nself service mlflow …`.
+
+The REST questions live in queries.py, the docker compose orchestration in
+compose.py, backup and restore in backup/; this module parses options,
+prints, and picks exit codes for healthy/unhealthy answers.
 
 They read the project's env cascade, as `build` does, so they know the URLs,
 credentials and names without flags. Exit codes: 0 done (or healthy), 1 the
@@ -12,7 +16,6 @@ import os
 import subprocess
 import sys
 import webbrowser
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
@@ -21,12 +24,12 @@ import typer
 from typing_extensions import Annotated
 
 from generator.artifacts import compose as compose_artifact
-from generator.envfiles import read_project_env
-from generator.errors import NotEnabledError, UserError
+from generator.errors import NotEnabledError, UserError, run_cli
 from service import transfer
-from service.api import MlflowApi, ServiceError
-from service.docker import SERVICES, ComposeProject, docker_reachable, parse_ps
-from generator.settings import Settings, load_settings, require_enabled
+from service import compose, queries
+from service.api import ServiceError
+from service.compose import docker_reachable, parse_ps
+from service.project import load_project
 
 app = typer.Typer(
     add_completion=False,
@@ -52,45 +55,8 @@ OutDirOption = Annotated[
 ]
 
 
-@dataclass
-class Project:
-    directory: Path
-    env: str
-    settings: Settings
-    values: dict[str, str]
-
-    @property
-    def direct_url(self) -> str:
-        return f"http://localhost:{self.settings.server.port}"
-
-    @property
-    def public_url(self) -> str:
-        return f"https://{self.settings.public_host}"
-
-    def api(self, url: str | None = None, ca_file: Path | None = None, insecure: bool = False) -> MlflowApi:
-        auth = self.settings.auth
-        credentials = (auth.username, auth.password.get_secret_value()) if auth.enabled and auth.password else (None, None)
-        return MlflowApi(url or self.direct_url, *credentials, ca_file=ca_file, insecure=insecure,
-                         credentials_hint=self.credentials_hint)
-
-    @property
-    def credentials_hint(self) -> str:
-        if not self.settings.auth.enabled:
-            return "MLFLOW_AUTH_ENABLED is false here; set it to true (with MLFLOW_AUTH_PASSWORD) to match the server"
-        if self.settings.auth.password is None:
-            return "MLFLOW_AUTH_PASSWORD is not set yet: run nself build, which generates it"
-        return "check MLFLOW_AUTH_USERNAME and MLFLOW_AUTH_PASSWORD against the server's htpasswd (run nself build)"
-
-    def compose(self, out_dir: Path | None = None) -> ComposeProject:
-        return ComposeProject.locate(self.directory, self.env, self.settings.stack.project_name, out_dir)
 
 
-def load_project(project_dir: Path, env: str | None) -> Project:
-    if not project_dir.is_dir():
-        raise UserError(f"--project-dir: {project_dir} is not a directory")
-    project_env = read_project_env(project_dir, env)
-    require_enabled(project_env)
-    return Project(project_dir, project_env.env, load_settings(project_env), project_env.values)
 
 
 def _time(milliseconds: Any) -> str:
@@ -114,12 +80,6 @@ def print_json(data: Any) -> None:
 
 # -- status ----------------------------------------------------------------
 
-def _health(api: MlflowApi) -> tuple[bool, str]:
-    try:
-        answer = api.text("/health")
-    except ServiceError as error:
-        return False, error.message
-    return answer == "OK", answer if answer == "OK" else f"unexpected answer {answer!r}"
 
 
 @app.command()
@@ -143,17 +103,17 @@ def status(
 
     reachable, reason = docker_reachable()
     if reachable:
-        compose = project.compose(out)
-        result = subprocess.run(compose.argv("ps", "--all", "--format", "json", *_enabled_services(project)),
+        compose_project = project.compose(out)
+        result = subprocess.run(compose_project.argv("ps", "--all", "--format", "json", *compose.enabled_services(project)),
                                 capture_output=True, text=True, timeout=60)
         if result.returncode != 0:
             healthy = False
             typer.echo(f"containers: docker compose ps failed: {result.stderr.strip()[-300:]}")
         else:
             containers = {item.get("Service"): item for item in parse_ps(result.stdout)}
-            for service in _enabled_services(project):
+            for service in compose.enabled_services(project):
                 item = containers.get(service)
-                state = _container_state(service, item)
+                state = compose.container_state(service, item)
                 healthy &= state[0]
                 typer.echo(f"container {service}: {state[1]}")
     else:
@@ -161,7 +121,7 @@ def status(
 
     checks = [("direct", project.api(url)), ("public", project.api(public_url or project.public_url, ca_file, insecure))]
     for label, api in checks:
-        ok, detail = _health(api)
+        ok, detail = queries.health(api)
         healthy &= ok
         typer.echo(f"health ({label}, {api.base_url}): {'OK' if ok else 'FAILED: ' + detail}")
 
@@ -176,22 +136,8 @@ def status(
     raise typer.Exit(0 if healthy else 1)
 
 
-def _enabled_services(project: Project) -> list[str]:
-    return [s for s in SERVICES if s != "mlflow-gc" or project.settings.gc.enabled]
 
 
-def _container_state(service: str, item: dict | None) -> tuple[bool, str]:
-    if service == "mlflow-init":
-        # A one-shot container: done is good, and nself removes it once it exited.
-        if item is None:
-            return True, "removed after it ran (nself removes init containers)"
-        ok = item.get("State") == "exited" and item.get("ExitCode", 0) == 0
-        return ok, f"{item.get('State', '?')} (exit code {item.get('ExitCode', '?')})"
-    if item is None:
-        return False, "not created (run nself start)"
-    state, health = item.get("State", "?"), item.get("Health", "")
-    ok = state == "running" and health in ("", "healthy")
-    return ok, f"{state}{f' ({health})' if health else ''}"
 
 
 # -- info --------------------------------------------------------------------
@@ -248,28 +194,8 @@ def info(
 
 # -- experiments and models --------------------------------------------------
 
-RUN_COUNT_BATCH = 100  # experiments per runs/search
 
 
-def list_experiments(api: MlflowApi) -> list[dict]:
-    experiments = list(api.search("experiments/search", {"view_type": "ALL"}, "experiments"))
-    counts: dict[str, int] = {}
-    ids = [experiment["experiment_id"] for experiment in experiments]
-    for start in range(0, len(ids), RUN_COUNT_BATCH):
-        body = {"experiment_ids": ids[start:start + RUN_COUNT_BATCH], "run_view_type": "ALL"}
-        for run in api.search("runs/search", body, "runs"):
-            experiment_id = run["info"]["experiment_id"]
-            counts[experiment_id] = counts.get(experiment_id, 0) + 1
-    return [
-        {
-            "experiment_id": experiment["experiment_id"],
-            "name": experiment["name"],
-            "lifecycle_stage": experiment.get("lifecycle_stage", "active"),
-            "runs": counts.get(experiment["experiment_id"], 0),
-            "last_update_time": experiment.get("last_update_time"),
-        }
-        for experiment in sorted(experiments, key=lambda e: int(e["experiment_id"]) if e["experiment_id"].isdigit() else 0)
-    ]
 
 
 @app.command()
@@ -283,7 +209,7 @@ def experiments(
 ) -> None:
     """Every experiment (deleted ones too): id, name, stage, number of runs, last update."""
     project = load_project(project_dir, env)
-    found = list_experiments(project.api(url, ca_file, insecure))
+    found = queries.list_experiments(project.api(url, ca_file, insecure))
     if as_json:
         print_json(found)
         return
@@ -292,19 +218,6 @@ def experiments(
                  for e in found])
 
 
-def list_models(api: MlflowApi) -> list[dict]:
-    models = []
-    for model in api.search_get("registered-models/search", "registered_models"):
-        models.append({
-            "name": model["name"],
-            "latest_versions": {
-                version.get("current_stage", "None"): version["version"]
-                for version in sorted(model.get("latest_versions", []), key=lambda v: int(v["version"]))
-            },
-            "aliases": {alias["alias"]: alias["version"] for alias in model.get("aliases", [])},
-            "last_updated_timestamp": model.get("last_updated_timestamp"),
-        })
-    return sorted(models, key=lambda m: m["name"])
 
 
 @app.command()
@@ -318,7 +231,7 @@ def models(
 ) -> None:
     """Registered models with their latest version per stage, and their aliases."""
     project = load_project(project_dir, env)
-    found = list_models(project.api(url, ca_file, insecure))
+    found = queries.list_models(project.api(url, ca_file, insecure))
     if as_json:
         print_json(found)
         return
@@ -351,12 +264,6 @@ def open_ui(
     browser.open(target)
 
 
-def _exec(argv: list[str]) -> None:
-    try:
-        code = subprocess.run(argv).returncode
-    except FileNotFoundError:
-        raise ServiceError(f"{argv[0]}: not installed; the command needs the docker CLI with Compose v2")
-    raise typer.Exit(code)
 
 
 @app.command()
@@ -372,16 +279,9 @@ def logs(
     if tail is not None and tail != "all" and not tail.isdigit():
         raise UserError(f"--tail: {tail!r} must be a number of lines or 'all'")
     options = (["--follow"] if follow else []) + (["--tail", tail] if tail is not None else [])
-    _exec(project.compose(out).argv("logs", *options, "mlflow"))
+    raise typer.Exit(compose.run_attached(project.compose(out).argv("logs", *options, "mlflow")))
 
 
-def gc_command(settings: Settings, older_than: str | None, backend_store_uri: str | None = None) -> list[str]:
-    command = compose_artifact.gc_command(settings)
-    if backend_store_uri is not None:
-        command[command.index("--backend-store-uri") + 1] = backend_store_uri
-    if older_than is not None:
-        command += ["--older-than", older_than]
-    return command
 
 
 @app.command()
@@ -401,8 +301,8 @@ def gc(
     if not local:
         if backend_store_uri or tracking_uri:
             raise UserError("--backend-store-uri and --tracking-uri go with --local")
-        command = ["python", "-m", "init.gc", "--once", "--", *gc_command(project.settings, older_than)]
-        _exec(project.compose(out).argv("run", "--rm", "mlflow-gc", *command))
+        command = ["python", "-m", "init.gc", "--once", "--", *compose.gc_command(project.settings, older_than)]
+        raise typer.Exit(compose.run_attached(project.compose(out).argv("run", "--rm", "mlflow-gc", *command)))
     if not backend_store_uri:
         raise UserError("--local needs --backend-store-uri, the database as seen from here "
                         "(for example postgresql://mlflow@localhost:5432/mlflow)")
@@ -410,7 +310,7 @@ def gc(
     if project.settings.database.password is not None:
         environment.setdefault("PGPASSWORD", project.settings.database.password.get_secret_value())
     command = [sys.executable, "-m", "init.gc", "--once", "--",
-               *gc_command(project.settings, older_than, backend_store_uri)]
+               *compose.gc_command(project.settings, older_than, backend_store_uri)]
     raise typer.Exit(subprocess.run(command, env=environment).returncode)
 
 
@@ -483,71 +383,12 @@ S3EndpointOption = Annotated[Optional[str], typer.Option(
     "--s3-endpoint", help="The S3 endpoint as seen from here; default http://localhost:MINIO_PORT.")]
 
 
-def _postgres_tools(project: Project, direct: bool, db_host: str, db_port: int | None, pg_bindir: Path | None,
-                    out: Path | None):
-    from service.backup import PostgresTools
-
-    database = project.settings.database
-    if not direct:
-        _require_docker()
-        # The postgres image trusts its own socket: no password leaves the container.
-        return PostgresTools(database.name, database.user, tuple(project.compose(out).argv("exec", "-T", "postgres")),
-                             ("-U", database.admin_user), where="PostgreSQL (the postgres container)")
-    if database.admin_password is None:
-        raise UserError("POSTGRES_PASSWORD: not set in the project's env files; --direct connects as POSTGRES_USER")
-    port = db_port or database.port
-    return PostgresTools(database.name, database.user, (), ("-h", db_host, "-p", str(port), "-U", database.admin_user),
-                         {"PGPASSWORD": database.admin_password.get_secret_value()}, pg_bindir,
-                         where=f"PostgreSQL at {db_host}:{port}")
 
 
-def _bucket(project: Project, s3_endpoint: str | None):
-    from service.backup import s3_bucket
-
-    storage = project.settings.storage
-    if storage.root_password is None:
-        raise UserError("MINIO_ROOT_PASSWORD: not set in the project's env files; the backup reads the bucket with it")
-    endpoint = s3_endpoint or f"http://localhost:{storage.minio_port}"
-    return s3_bucket(endpoint, storage.root_user, storage.root_password.get_secret_value(), storage.bucket)
 
 
-def _require_docker() -> None:
-    reachable, reason = docker_reachable()
-    if not reachable:
-        raise ServiceError(f"docker compose is not usable here: {reason}; start the stack (nself start), "
-                           "or pass --direct with --db-host and --s3-endpoint")
 
 
-def _schema_check(project: Project, direct: bool, mlflow_python: Path | None, out: Path | None):
-    """How to ask the pinned MLflow where a schema revision stands: current, older or newer."""
-    if direct and mlflow_python is None:
-        raise UserError("--mlflow-python: --direct restore needs the Python of the pinned MLflow "
-                        f"({project.settings.server.version}) to check the archive's schema revision")
-
-    def check(revision: str) -> str:
-        if direct:
-            import init
-
-            packages = str(Path(init.__file__).resolve().parent.parent)
-            environment = {**os.environ, "PYTHONPATH": os.pathsep.join(
-                filter(None, [packages, os.environ.get("PYTHONPATH")]))}
-            argv = [str(mlflow_python), "-m", "init.schema", "check", revision]
-        else:
-            environment = None
-            argv = project.compose(out).argv("run", "--rm", "--no-deps", "-T", "mlflow-init",
-                                             "python", "-m", "init.schema", "check", revision)
-        try:
-            result = subprocess.run(argv, env=environment, capture_output=True, text=True, timeout=300)
-        except FileNotFoundError:
-            raise ServiceError(f"{argv[0]}: not found") from None
-        words = result.stdout.split()
-        if result.returncode != 0 or not words or words[0] not in ("current", "older", "newer"):
-            detail = (result.stderr.strip().splitlines() or ["no answer"])[-1]
-            raise ServiceError(f"checking schema revision {revision} with the pinned MLflow failed: {detail}")
-        check.head = words[1]
-        return words[0]
-
-    return check
 
 
 @app.command()
@@ -566,8 +407,8 @@ def backup(
     from service.backup import create_backup
 
     project = load_project(project_dir, env)
-    postgres = _postgres_tools(project, direct, db_host, db_port, pg_bindir, out)
-    bucket = _bucket(project, s3_endpoint)
+    postgres = compose.postgres_tools(project, direct, db_host, db_port, pg_bindir, out)
+    bucket = compose.artifact_bucket(project, s3_endpoint)
     created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     result = create_backup(postgres, bucket, output, str(project.settings.server.version), created,
                   progress=_progress())
@@ -597,20 +438,23 @@ def restore(
     from service.backup import plan_restore, restore_backup
 
     project = load_project(project_dir, env)
-    postgres = _postgres_tools(project, direct, db_host, db_port, pg_bindir, out)
-    bucket = _bucket(project, s3_endpoint)
-    check = _schema_check(project, direct, mlflow_python, out)
+    postgres = compose.postgres_tools(project, direct, db_host, db_port, pg_bindir, out)
+    bucket = compose.artifact_bucket(project, s3_endpoint)
+    check = compose.schema_checker(project, direct, mlflow_python, out)
     plan = plan_restore(input_file, postgres, bucket, force, check, progress=_progress())
-    stopped = [] if direct else _enabled_services(project)
+    stopped = [] if direct else compose.enabled_services(project)
     stopped = [service for service in stopped if service != "mlflow-init"]
     if stopped:
-        _compose_quietly(project.compose(out).argv("stop", *stopped))
+        compose.compose_quietly(project.compose(out), "stop", *stopped)
+    # Started again either way; mlflow waits for mlflow-init, which migrates an older schema first.
     try:
         summary = restore_backup(input_file, plan, postgres, bucket, progress=_progress())
-    finally:
+    except BaseException as failure:
         if stopped:
-            # mlflow waits for mlflow-init, which migrates an older schema first.
-            _compose_quietly(project.compose(out).argv("up", "-d", *stopped))
+            compose.restart_services(project, out, stopped, after=failure)
+        raise
+    if stopped:
+        compose.restart_services(project, out, stopped)
     revision = summary["schema_revision"]
     typer.echo(f"restored {input_file}: database {postgres.database} (schema revision {revision or 'none'}), "
                f"{summary['objects']} objects ({_megabytes(summary['bytes'])}) in bucket {bucket.name}; "
@@ -636,17 +480,17 @@ def db_dump(
     from service.backup import dump_sql
 
     project = load_project(project_dir, env)
-    postgres = _postgres_tools(project, direct, db_host, db_port, pg_bindir, out)
+    postgres = compose.postgres_tools(project, direct, db_host, db_port, pg_bindir, out)
     size = dump_sql(postgres, output)
     typer.echo(f"database {postgres.database} dumped to {output} ({_megabytes(size)})")
 
 
-def _compose_quietly(argv: list[str]) -> None:
-    result = subprocess.run(argv, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise ServiceError(f"{' '.join(argv[-2:])}: docker compose failed: "
-                           f"{(result.stderr.strip().splitlines() or ['no output'])[-1]}")
 
 
 def _megabytes(size: int) -> str:
     return f"{size / 1e6:.1f} MB"
+
+
+def main() -> None:
+    """`python -m service`: the same commands as `python -m generator service`."""
+    run_cli(lambda: app(prog_name="python -m service"))

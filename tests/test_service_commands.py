@@ -40,6 +40,11 @@ if "ps" in sys.argv:
 # pg_restore and `psql -f -` read their input to the end, as the real ones do.
 if "pg_restore" in sys.argv or sys.argv[-2:] == ["-f", "-"]:
     sys.stdin.buffer.read()
+# Failures: the first needle found in the argv exits with its code and message.
+for needle, code, message in json.loads(os.environ.get("FAKE_DOCKER_FAILURES", "[]")):
+    if needle in " ".join(sys.argv):
+        print(message, file=sys.stderr)
+        sys.exit(code)
 # Canned answers for commands run in containers: the first needle found in the argv.
 for needle, answer in json.loads(os.environ.get("FAKE_DOCKER_ANSWERS", "[]")):
     if needle in " ".join(sys.argv):
@@ -200,7 +205,18 @@ def test_status_of_a_project_without_mlflow(tmp_path, docker):
     assert result.stdout.strip() == "MLflow: not enabled (MLFLOW_ENABLED is not true)"
     result, _ = docker(tmp_path / "plain", "info")
     assert result.returncode == 2
-    assert "MLFLOW_ENABLED: MLflow is not enabled in this project" in result.stderr
+    assert result.stderr == ("Error: MLFLOW_ENABLED (not set in the project's env files): MLflow is not enabled "
+                             "in this project; set MLFLOW_ENABLED=true\n")
+
+
+def test_status_reports_a_bad_setting_as_such_not_as_not_enabled(tmp_path, docker):
+    (tmp_path / "broken").mkdir()
+    # MLflow is on, but the admin password its init needs is missing: the
+    # message mentions MLFLOW_ENABLED=true, and still is not "not enabled".
+    (tmp_path / "broken" / ".env").write_text("PROJECT_NAME=demo\nMLFLOW_ENABLED=true\nMINIO_ROOT_PASSWORD=s3-secret-1\n")
+    result, calls = docker(tmp_path / "broken", "status")
+    assert result.returncode == 2 and calls == [] and "not enabled" not in result.stdout
+    assert "POSTGRES_PASSWORD: is required when MLFLOW_ENABLED=true" in result.stderr
 
 
 def test_open_uses_the_browser_or_prints_the_url(prod_project, docker, tmp_path):
@@ -380,3 +396,20 @@ def test_restore_stops_mlflow_restores_in_the_container_and_starts_it_again(back
     keys = sorted(item["Key"] for item in s3.list_objects_v2(Bucket=BACKUP_BUCKET)["Contents"])
     assert keys == ["1/abc/artifacts/model.pkl", "1/abc/artifacts/plot.png"]
     assert s3.get_object(Bucket=BACKUP_BUCKET, Key="1/abc/artifacts/plot.png")["Body"].read() == b"\x89PNG plot"
+
+
+def test_a_failed_restore_whose_restart_fails_too_reports_both_the_restore_first(backup_project, docker, s3_server,
+                                                                                   tmp_path):
+    archive = tmp_path / "backup.tar"
+    backup_through_compose(backup_project, docker, s3_server, archive)
+    answers = postgres_answers(**{"init.schema check": f"current {REVISION} 2.9.2\n"})
+    failures = json.dumps([["pg_restore", 1, "pg_restore: error: could not read from input file: end of file"],
+                           ["up -d", 1, "Error response from daemon: port 5000 is already allocated"]])
+    result, calls = docker(backup_project, "restore", "--input", str(archive), "--s3-endpoint", s3_server.endpoint,
+                           "--force", FAKE_DOCKER_ANSWERS=answers, FAKE_DOCKER_FAILURES=failures)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith("Error: ") and "pg_restore: error: could not read from input file" in lines[0], lines
+    assert lines[1] == ("then starting mlflow, mlflow-gc again failed too: docker compose up -d mlflow mlflow-gc failed: "
+                        "Error response from daemon: port 5000 is already allocated"), lines
+    assert [*compose_prefix(backup_project), "up", "-d", "mlflow", "mlflow-gc"] in calls

@@ -99,7 +99,7 @@ def test_models_lists_the_production_version(stack, seeded, e2e_project):
 
 
 def test_listings_follow_every_page(stack, seeded):
-    from service.commands import list_experiments, list_models
+    from service.queries import list_experiments, list_models
 
     api = MlflowApi(stack.mlflow_url)
     for index in range(3):
