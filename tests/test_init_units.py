@@ -125,3 +125,45 @@ def test_init_passes_the_password_under_the_name_the_sql_file_reads():
     from init.postgres import PASSWORD_VARIABLE as passed_by_init
 
     assert passed_by_init == read_by_sql
+
+
+# -- mlflow db upgrade, bounded ------------------------------------------------------
+
+def test_a_hanging_db_upgrade_is_stopped_at_the_init_timeout_with_one_line():
+    import sys
+    import time
+
+    from init.schema import SchemaError, run_db_upgrade
+
+    hanging = (sys.executable, "-c", "import time; time.sleep(60)")
+    started = time.monotonic()
+    with pytest.raises(SchemaError) as raised:
+        run_db_upgrade("postgresql://mlflow@postgres:5432/mlflow", "not-shown", 1, mlflow_cli=hanging)
+    assert time.monotonic() - started < 10
+    assert str(raised.value) == (
+        "mlflow db upgrade did not finish within 1 s (MLFLOW_INIT_TIMEOUT) and was stopped; the database is "
+        "unchanged or partly migrated, restore the backup before retrying, or raise MLFLOW_INIT_TIMEOUT for a "
+        "large database")
+
+
+def test_a_db_upgrade_that_cannot_start_is_one_line_not_a_traceback(tmp_path):
+    from init.schema import SchemaError, run_db_upgrade
+
+    with pytest.raises(SchemaError) as raised:
+        run_db_upgrade("postgresql://mlflow@postgres:5432/mlflow", "not-shown", 5,
+                       mlflow_cli=(str(tmp_path / "no-python"), "-m", "mlflow"))
+    assert str(raised.value) == f"cannot run mlflow db upgrade ({tmp_path / 'no-python'}: No such file or directory)"
+
+
+def test_a_failing_db_upgrade_reports_its_last_line_and_never_the_password():
+    import sys
+
+    from init.schema import SchemaError, run_db_upgrade
+
+    failing = (sys.executable, "-c", "import os, sys; print('Traceback ...', file=sys.stderr); "
+               "print('sqlalchemy.exc.OperationalError: connection refused', file=sys.stderr); sys.exit(3)")
+    with pytest.raises(SchemaError) as raised:
+        run_db_upgrade("postgresql://mlflow@postgres:5432/mlflow", "s3cret-password", 5, mlflow_cli=failing)
+    assert str(raised.value).startswith(
+        "mlflow db upgrade failed (exit code 3): sqlalchemy.exc.OperationalError: connection refused; ")
+    assert "s3cret-password" not in str(raised.value)
