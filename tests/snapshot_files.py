@@ -54,3 +54,17 @@ def artifact_extension(profile: str, artifact: str) -> type[SingleFileSnapshotEx
     ArtifactSnapshot._location = location  # type: ignore[attr-defined]
     ArtifactSnapshot.__name__ = f"ArtifactSnapshot[{profile}/{artifact}]"
     return ArtifactSnapshot
+
+
+ERRORS = "errors"  # snapshots/errors/<command>/<case>.txt: the whole stderr of each refusal
+
+
+def error_extension(command: str, case: str) -> type[SingleFileSnapshotExtension]:
+    return artifact_extension(ERRORS, f"{command}/{case}.txt")
+
+
+def error_golden(stderr: str, *scratch: Path) -> str:
+    """A refusal's stderr with this run's scratch paths replaced, so the golden file is stable."""
+    for path in scratch:
+        stderr = stderr.replace(str(path), "<tmp>")
+    return stderr

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_generator, write_tree
+from tests.snapshot_files import error_extension, error_golden
 
 BASE_ENV = """\
 PROJECT_NAME=demo
@@ -220,7 +221,7 @@ def _assert_rejected_quietly(result, output: str, out: Path, project: Path, secr
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
-def test_bad_env_is_rejected_with_a_clear_message(tmp_path, case):
+def test_bad_env_is_rejected_with_a_clear_message(tmp_path, case, snapshot):
     n = CASES.index(case) + 1
     project = write_tree(
         tmp_path / "project",
@@ -241,6 +242,8 @@ def test_bad_env_is_rejected_with_a_clear_message(tmp_path, case):
         assert name in result.stderr, f"{name} not named:\n{result.stderr}"
     for text in case.also:
         assert text in result.stderr, f"{text!r} not in:\n{result.stderr}"
+    # The whole message is part of the interface: a change of wording shows in review.
+    assert error_golden(result.stderr, tmp_path) == snapshot(extension_class=error_extension("build", case.id))
 
 
 def test_at_least_eighteen_cases_with_distinct_ids():
@@ -348,3 +351,10 @@ def test_mlflow_client_variables_are_not_reported_as_unknown(tmp_path, also_brok
         assert "(1 problem(s))" in result.stderr
     else:
         assert result.returncode == 0, output
+
+
+def test_every_build_error_golden_file_belongs_to_a_case():
+    from tests.snapshot_files import SNAPSHOTS_DIR
+
+    present = {path.stem for path in (SNAPSHOTS_DIR / "errors" / "build").glob("*.txt")}
+    assert present == {case.id for case in CASES}

@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from tests.conftest import EXAMPLES, ROOT, run_generator
+from tests.snapshot_files import SNAPSHOTS_DIR, error_extension, error_golden
 from tests.test_compose_tool import nself_base
 
 FAKE_DOCKER = """\
@@ -413,3 +414,40 @@ def test_a_failed_restore_whose_restart_fails_too_reports_both_the_restore_first
     assert lines[1] == ("then starting mlflow, mlflow-gc again failed too: docker compose up -d mlflow mlflow-gc failed: "
                         "Error response from daemon: port 5000 is already allocated"), lines
     assert [*compose_prefix(backup_project), "up", "-d", "mlflow", "mlflow-gc"] in calls
+
+
+# -- every refusal that needs no live server, golden-tested whole ---------------------
+
+REFUSALS = {
+    # id: (arguments, environment of the stand-in docker, expected exit code)
+    "logs-bad-tail": (["logs", "--tail", "lots"], {}, 2),
+    "gc-bad-older-than": (["gc", "--older-than", "soon"], {}, 2),
+    "gc-uri-without-local": (["gc", "--backend-store-uri", "postgresql://x@y/z"], {}, 2),
+    "gc-local-without-uri": (["gc", "--local"], {}, 2),
+    "db-dump-daemon-down": (["db-dump", "--output", "{tmp}/dump.sql"], {"FAKE_DOCKER_DAEMON": "down"}, 1),
+    "backup-daemon-down": (["backup", "--output", "{tmp}/backup.tar"], {"FAKE_DOCKER_DAEMON": "down"}, 1),
+    "backup-output-is-a-directory": (["backup", "--direct", "--output", "{tmp}"], {}, 2),
+    "backup-output-folder-missing": (["backup", "--direct", "--output", "{tmp}/missing/backup.tar"], {}, 2),
+    "restore-direct-without-mlflow-python": (["restore", "--direct", "--input", "{tmp}/backup.tar"], {}, 2),
+    "export-needs-experiment": (["export", "--output", "{tmp}/export"], {}, 2),
+    "unknown-command": (["frobnicate"], {}, 2),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSALS))
+def test_each_refusal_matches_its_golden_file(prod_project, docker, tmp_path, case, snapshot):
+    arguments, environment, code = REFUSALS[case]
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    # A fixed width: usage errors are drawn in a box as wide as the terminal.
+    result, _calls = docker(prod_project, *[argument.format(tmp=scratch) for argument in arguments], COLUMNS="80",
+                            **environment)
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr and result.stderr.strip()
+    golden = error_golden(result.stderr, scratch, prod_project)
+    assert golden == snapshot(extension_class=error_extension("service", case))
+
+
+def test_every_service_error_golden_file_belongs_to_a_case():
+    present = {path.stem for path in (SNAPSHOTS_DIR / "errors" / "service").glob("*.txt")}
+    assert present == set(REFUSALS)
