@@ -60,6 +60,7 @@ def build(
         typer.echo(f"{out_dir}: up to date")
         return
     report = write_outputs(out_dir, files)
+    _note_readable_htpasswd(out_dir, files)
     typer.echo(
         f"{out_dir}: {len(report.written)} written, {len(report.unchanged)} unchanged, {len(report.removed)} removed"
     )
@@ -71,6 +72,20 @@ def settings_command() -> None:
     from generator.settings import settings_table
 
     typer.echo(settings_table(), nl=False)
+
+
+def _note_readable_htpasswd(out_dir: Path, files: dict[str, bytes]) -> None:
+    """Say once per build why the htpasswd is readable by others, until an operator narrows it."""
+    from generator.artifacts.nginx import HTPASSWD_PATH
+
+    path = out_dir / HTPASSWD_PATH
+    if HTPASSWD_PATH in files and path.stat().st_mode & 0o004:
+        typer.echo(
+            f"{HTPASSWD_PATH}: mode 0644, because nginx's workers read it on every request; it holds a salted "
+            "hash, not the password. To hide it from other local users: chgrp <workers' group> and chmod 0640 "
+            "(rebuilds keep both)",
+            err=True,
+        )
 
 
 def _plan(project_dir: Path, env: str | None, generate_passwords: bool) -> tuple[dict[str, bytes], list[str]]:

@@ -147,3 +147,41 @@ def test_a_rewritten_file_keeps_the_mode_its_owner_gave_it(tmp_path):
 
     assert (out / "nginx/includes/mlflow.htpasswd").read_bytes() == b"user:hash-2\n"
     assert (out / "nginx/includes/mlflow.htpasswd").stat().st_mode & 0o777 == 0o640
+
+
+def test_the_build_says_why_the_htpasswd_is_readable_until_it_is_narrowed(tmp_path):
+    import shutil
+
+    project = tmp_path / "project"
+    shutil.copytree(EXAMPLES / "prod", project, ignore=shutil.ignore_patterns("out"))
+    out = tmp_path / "out"
+    note = "nginx/includes/mlflow.htpasswd: mode 0644, because nginx's workers read it on every request"
+
+    first = run_generator("build", "--project-dir", project, "--out", out)
+    assert first.returncode == 0, first.stderr
+    assert first.stderr.count(note) == 1
+    assert (out / "nginx/includes/mlflow.htpasswd").stat().st_mode & 0o777 == 0o644
+
+    (out / "nginx/includes/mlflow.htpasswd").chmod(0o640)
+    second = run_generator("build", "--project-dir", project, "--out", out)
+    assert second.returncode == 0 and note not in second.stderr
+
+
+def test_private_files_are_private_whatever_the_umask(tmp_path):
+    import os
+
+    from generator.fileio import atomic_file, write_atomically
+    from generator.projectfiles import append_secrets
+
+    previous = os.umask(0)
+    try:
+        write_atomically(tmp_path / "dump.sql", b"-- data\n")
+        with atomic_file(tmp_path / "backup.tar", temporary=tmp_path / "backup.tar.partial") as stream:
+            stream.write(b"archive")
+            assert (tmp_path / "backup.tar.partial").stat().st_mode & 0o777 == 0o600
+        append_secrets(tmp_path / ".env.secrets", {"MLFLOW_DB_PASSWORD": "x" * 43})
+    finally:
+        os.umask(previous)
+    for name in ("dump.sql", "backup.tar", ".env.secrets"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o600, name
+    assert not (tmp_path / "backup.tar.partial").exists()
