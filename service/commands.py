@@ -1,7 +1,7 @@
 """`python -m generator service ACTION`: the typer wiring of the commands behind `nself service mlflow …`.
 
-The REST questions live in queries.py, the docker compose orchestration in
-compose.py, backup and restore in backup/; this module parses options,
+The REST questions live in queries.py, docker compose in compose.py, where
+the backup tools run in tools.py, backup and restore in backup/; this module parses options,
 prints, and picks exit codes for healthy/unhealthy answers.
 
 They read the project's env cascade, as `build` does, so they know the URLs,
@@ -26,10 +26,10 @@ from typing_extensions import Annotated
 from generator.artifacts import compose as compose_artifact
 from generator.errors import NotEnabledError, UserError, run_cli
 from service import transfer
-from service import compose, queries
+from service import compose, queries, tools
 from service.api import ServiceError
 from service.compose import docker_reachable, parse_ps
-from service.project import load_project
+from service.project import enabled_services, load_project
 
 app = typer.Typer(
     add_completion=False,
@@ -104,14 +104,14 @@ def status(
     reachable, reason = docker_reachable()
     if reachable:
         compose_project = project.compose(out)
-        result = subprocess.run(compose_project.argv("ps", "--all", "--format", "json", *compose.enabled_services(project)),
+        result = subprocess.run(compose_project.argv("ps", "--all", "--format", "json", *enabled_services(project)),
                                 capture_output=True, text=True, timeout=60)
         if result.returncode != 0:
             healthy = False
             typer.echo(f"containers: docker compose ps failed: {result.stderr.strip()[-300:]}")
         else:
             containers = {item.get("Service"): item for item in parse_ps(result.stdout)}
-            for service in compose.enabled_services(project):
+            for service in enabled_services(project):
                 item = containers.get(service)
                 state = compose.container_state(service, item)
                 healthy &= state[0]
@@ -301,7 +301,7 @@ def gc(
     if not local:
         if backend_store_uri or tracking_uri:
             raise UserError("--backend-store-uri and --tracking-uri go with --local")
-        command = ["python", "-m", "init.gc", "--once", "--", *compose.gc_command(project.settings, older_than)]
+        command = ["python", "-m", "init.gc", "--once", "--", *tools.gc_command(project.settings, older_than)]
         raise typer.Exit(compose.run_attached(project.compose(out).argv("run", "--rm", "mlflow-gc", *command)))
     if not backend_store_uri:
         raise UserError("--local needs --backend-store-uri, the database as seen from here "
@@ -310,7 +310,7 @@ def gc(
     if project.settings.database.password is not None:
         environment.setdefault("PGPASSWORD", project.settings.database.password.get_secret_value())
     command = [sys.executable, "-m", "init.gc", "--once", "--",
-               *compose.gc_command(project.settings, older_than, backend_store_uri)]
+               *tools.gc_command(project.settings, older_than, backend_store_uri)]
     raise typer.Exit(subprocess.run(command, env=environment).returncode)
 
 
@@ -407,8 +407,8 @@ def backup(
     from service.backup import create_backup
 
     project = load_project(project_dir, env)
-    postgres = compose.postgres_tools(project, direct, db_host, db_port, pg_bindir, out)
-    bucket = compose.artifact_bucket(project, s3_endpoint)
+    postgres = tools.postgres_tools(project, direct, db_host, db_port, pg_bindir, out)
+    bucket = tools.artifact_bucket(project, s3_endpoint)
     created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     result = create_backup(postgres, bucket, output, str(project.settings.server.version), created,
                   progress=_progress())
@@ -438,11 +438,11 @@ def restore(
     from service.backup import plan_restore, restore_backup
 
     project = load_project(project_dir, env)
-    postgres = compose.postgres_tools(project, direct, db_host, db_port, pg_bindir, out)
-    bucket = compose.artifact_bucket(project, s3_endpoint)
-    check = compose.schema_checker(project, direct, mlflow_python, out)
+    postgres = tools.postgres_tools(project, direct, db_host, db_port, pg_bindir, out)
+    bucket = tools.artifact_bucket(project, s3_endpoint)
+    check = tools.schema_checker(project, direct, mlflow_python, out)
     plan = plan_restore(input_file, postgres, bucket, force, check, progress=_progress())
-    stopped = [] if direct else compose.enabled_services(project)
+    stopped = [] if direct else enabled_services(project)
     stopped = [service for service in stopped if service != "mlflow-init"]
     if stopped:
         compose.compose_quietly(project.compose(out), "stop", *stopped)
@@ -451,10 +451,10 @@ def restore(
         summary = restore_backup(input_file, plan, postgres, bucket, progress=_progress())
     except BaseException as failure:
         if stopped:
-            compose.restart_services(project, out, stopped, after=failure)
+            tools.restart_services(project, out, stopped, after=failure)
         raise
     if stopped:
-        compose.restart_services(project, out, stopped)
+        tools.restart_services(project, out, stopped)
     revision = summary["schema_revision"]
     typer.echo(f"restored {input_file}: database {postgres.database} (schema revision {revision or 'none'}), "
                f"{summary['objects']} objects ({_megabytes(summary['bytes'])}) in bucket {bucket.name}; "
@@ -480,7 +480,7 @@ def db_dump(
     from service.backup import dump_sql
 
     project = load_project(project_dir, env)
-    postgres = compose.postgres_tools(project, direct, db_host, db_port, pg_bindir, out)
+    postgres = tools.postgres_tools(project, direct, db_host, db_port, pg_bindir, out)
     size = dump_sql(postgres, output)
     typer.echo(f"database {postgres.database} dumped to {output} ({_megabytes(size)})")
 

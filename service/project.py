@@ -9,7 +9,7 @@ from generator.envfiles import read_project_env
 from generator.errors import UserError
 from generator.settings import Settings, load_settings, require_enabled
 from service.api import MlflowApi
-from service.compose import ComposeProject
+from service.compose import SERVICES, ComposeProject
 
 
 @dataclass
@@ -52,3 +52,6 @@ def load_project(project_dir: Path, env: str | None) -> Project:
     require_enabled(project_env)
     return Project(project_dir, project_env.env, load_settings(project_env), project_env.values)
 
+
+def enabled_services(project: Project) -> list[str]:
+    return [s for s in SERVICES if s != "mlflow-gc" or project.settings.gc.enabled]
