@@ -28,7 +28,15 @@ def _first_line(error: Exception) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args in (["--help"], ["-h"]):
+        print(__doc__.strip())
+        print("\nIt reads its configuration from the environment, which docker-compose.mlflow.yml sets.")
+        return 0
+    if args:
+        log(f"usage: python -m init (no arguments; got {' '.join(args)!r}); see python -m init --help")
+        return 2
     started = time.monotonic()
     try:
         config = InitConfig.from_environment()

@@ -90,6 +90,9 @@ def main(argv: list[str]) -> int:
     if "--" not in argv:
         if argv == ["--healthcheck"]:
             return healthcheck()
+        if argv in (["--help"], ["-h"]):
+            print(USAGE)
+            return 0
         print(USAGE, file=sys.stderr)
         return 2
     split = argv.index("--")

@@ -104,18 +104,32 @@ def upgrade(config: InitConfig, echo, mlflow: InstalledMlflow | None = None) -> 
          f"migrating from revision {revision} to {head} with MLflow {mlflow.version}")
     # No password in the URI: libpq reads PGPASSWORD, as for the server.
     uri = f"postgresql://{config.db_user}@{config.pg_host}:{config.pg_port}/{config.db_name}"
-    environment = {**os.environ, "PGPASSWORD": config.db_password}
-    result = subprocess.run([sys.executable, "-m", "mlflow", "db", "upgrade", uri], env=environment,
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        lines = (result.stderr or result.stdout).strip().splitlines()
-        raise SchemaError(f"mlflow db upgrade failed (exit code {result.returncode}): "
-                          f"{lines[-1] if lines else 'no output'}; the database is unchanged or partly migrated, "
-                          "restore the backup before retrying")
+    run_db_upgrade(uri, config.db_password, config.timeout)
     after = current_revision(config)
     if after != head:
         raise SchemaError(f"mlflow db upgrade left the schema at {after}, not {head}")
     return StepResult(STEP, "updated")
+
+
+MLFLOW_CLI = (sys.executable, "-m", "mlflow")
+
+
+def run_db_upgrade(uri: str, password: str, timeout: float, mlflow_cli: tuple[str, ...] = MLFLOW_CLI) -> None:
+    """`mlflow db upgrade URI`, bounded by MLFLOW_INIT_TIMEOUT; any failure is one SchemaError line."""
+    argv = [*mlflow_cli, "db", "upgrade", uri]
+    after_failure = "the database is unchanged or partly migrated, restore the backup before retrying"
+    try:
+        result = subprocess.run(argv, env={**os.environ, "PGPASSWORD": password}, capture_output=True, text=True,
+                                timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise SchemaError(f"mlflow db upgrade did not finish within {timeout:g} s (MLFLOW_INIT_TIMEOUT) and was "
+                          f"stopped; {after_failure}, or raise MLFLOW_INIT_TIMEOUT for a large database") from None
+    except OSError as error:
+        raise SchemaError(f"cannot run mlflow db upgrade ({argv[0]}: {error.strerror or error})") from None
+    if result.returncode != 0:
+        lines = [line for line in (result.stderr or result.stdout).splitlines() if line.strip()]
+        raise SchemaError(f"mlflow db upgrade failed (exit code {result.returncode}): "
+                          f"{lines[-1].strip() if lines else 'no output'}; {after_failure}")
 
 
 def classify(revision: str, mlflow: InstalledMlflow) -> str:
