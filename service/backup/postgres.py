@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import collections
 import os
+import re
 import subprocess
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -123,15 +126,25 @@ def restore_database(postgres: PostgresTools, stream: IO[bytes], counter: BytePr
     damaged stream, this process killed), psql reaches the end of its input
     without COMMIT, or is killed, and PostgreSQL rolls everything back: the
     database stays as it was.
+
+    Both stderr streams are read while the tools run, each by a thread of
+    its own: a restore can print megabytes of NOTICE and WARNING lines (a
+    DROP … CASCADE on a big schema, a noisy dump), and a tool blocked on a
+    full stderr pipe would block the other two for ever.
     """
     psql = postgres.popen("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", postgres.database, "-f", "-",
                           stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    restore = None
+    psql_errors = StderrReader(psql.stderr)
+    restore = restore_errors = None
     try:
-        psql.stdin.write(f"BEGIN;\nSET ROLE {_identifier(postgres.role)};\n{DROP_EVERYTHING}\n".encode())
-        psql.stdin.flush()
+        try:
+            psql.stdin.write(f"BEGIN;\nSET ROLE {_identifier(postgres.role)};\n{DROP_EVERYTHING}\n".encode())
+            psql.stdin.flush()
+        except BrokenPipeError:
+            pass  # psql has already stopped (say, it could not connect): pg_restore fails next, psql says why
         restore = postgres.popen("pg_restore", "--no-owner", "--no-privileges", "--file", "-",
                                  stdin=subprocess.PIPE, stdout=psql.stdin, stderr=subprocess.PIPE)
+        restore_errors = StderrReader(restore.stderr)
         try:
             reader = HashingReader(stream, counter)
             for block in iter(lambda: reader.read(CHUNK), b""):
@@ -139,25 +152,23 @@ def restore_database(postgres: PostgresTools, stream: IO[bytes], counter: BytePr
             restore.stdin.close()
         except BrokenPipeError:
             pass  # pg_restore stopped early: its exit code and psql's say why
-        restore_errors = restore.stderr.read().decode(errors="replace")
         restore.wait()
         if restore.returncode != 0:
             if psql.poll() is None:
                 raise BackupError(f"{postgres.where}: pg_restore failed (exit code {restore.returncode}): "
-                                  f"{last_line(restore_errors)}; the database is unchanged")
+                                  f"{restore_errors.reason()}; the database is unchanged")
             # psql stopped at an error first, and pg_restore died of the closed pipe.
-            raise BackupError(f"{postgres.where}: restoring the dump failed: "
-                              f"{last_line(psql.stderr.read().decode(errors='replace'))}; the database is unchanged")
+            raise BackupError(f"{postgres.where}: restoring the dump failed: {psql_errors.reason()}; "
+                              "the database is unchanged")
         try:
             psql.stdin.write(b"COMMIT;\n")
             psql.stdin.close()
             commit_sent = True
         except BrokenPipeError:
             commit_sent = False  # psql ended before the COMMIT: nothing was committed
-        psql_errors = psql.stderr.read().decode(errors="replace")
         psql.wait()
         if psql.returncode != 0 or not commit_sent:
-            raise BackupError(f"{postgres.where}: restoring the dump failed: {last_line(psql_errors)}; "
+            raise BackupError(f"{postgres.where}: restoring the dump failed: {psql_errors.reason()}; "
                               "the database is unchanged")
     except BaseException:
         for process in (restore, psql):
@@ -165,3 +176,43 @@ def restore_database(postgres: PostgresTools, stream: IO[bytes], counter: BytePr
                 process.kill()  # a dropped session rolls its transaction back
                 process.wait()
         raise
+    finally:
+        # The tools have ended (or were killed): their stderr is at its end.
+        for errors in (restore_errors, psql_errors):
+            if errors is not None:
+                errors.join()
+
+
+# psql: `psql:<stdin>:12: ERROR:  …`, `psql: error: connection … failed: FATAL:  …`;
+# pg_restore: `pg_restore: error: …`. NOTICE, WARNING, CONTEXT and DETAIL lines are not errors.
+_ERROR_LINE = re.compile(r"^(?:psql:[^ ]*:\d+: (?:ERROR|FATAL|PANIC):|[a-z_]+: error:)")
+
+
+class StderrReader(threading.Thread):
+    """Reads a tool's stderr to its end while the tool runs, keeping only what the error message needs.
+
+    That is the first error line (the one that stopped the tool, before its
+    CONTEXT and DETAIL lines) and the last few lines, whatever the volume.
+    """
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        super().__init__(daemon=True)
+        self.stream = stream
+        self.first_error: str | None = None
+        self.tail: collections.deque[str] = collections.deque(maxlen=5)
+        self.start()
+
+    def run(self) -> None:
+        with self.stream:
+            for raw in self.stream:
+                line = raw.decode(errors="replace").strip()
+                if not line:
+                    continue
+                self.tail.append(line[:2000])
+                if self.first_error is None and _ERROR_LINE.match(line):
+                    self.first_error = line[:2000]
+
+    def reason(self) -> str:
+        """The first error line, else the last line; once the tool has ended."""
+        self.join()
+        return self.first_error or last_line("\n".join(self.tail))
