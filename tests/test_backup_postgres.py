@@ -1,5 +1,8 @@
 """Backup and restore against a real PostgreSQL 15 and a real S3 server, without MLflow.
 
+The archives are private: with a umask of 0, the backup archive and the
+db-dump file are 0600 while they are written and once they are complete.
+
 The database is not MLflow's: it is made to be hard on the restore. Its
 CHECK constraint calls a function that raises a 1000-character WARNING for
 every row, so restoring its dump makes psql write about 2 MB to stderr,
@@ -20,6 +23,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tarfile
@@ -28,6 +32,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from service.backup import PostgresTools, create_backup, dump_sql, s3_bucket
 from tests.conftest import E2E_PROJECT, POSTGRES_ADMIN_PASSWORD, ROOT, require_tool
 from tests.services import PG_BIN, PostgresServer
 
@@ -231,3 +236,71 @@ def test_pg_restore_stopping_after_megabytes_of_warnings_changes_nothing(cluster
     assert ("pg_restore failed (exit code 1): pg_restore: error: could not read from input file: end of file; "
             "the database is unchanged") in message
     assert database_state(cluster) == before
+
+
+# -- private archives -------------------------------------------------------------------
+
+def direct_tools(cluster: PostgresServer, bindir: Path = PG_BIN) -> PostgresTools:
+    """What `--direct` builds: local tools, the password in the environment."""
+    return PostgresTools("mlflow", "mlflow", (), ("-h", "127.0.0.1", "-p", str(cluster.port), "-U", "postgres"),
+                         {"PGPASSWORD": cluster.admin_password}, bindir, where=f"PostgreSQL at 127.0.0.1:{cluster.port}")
+
+
+@pytest.fixture
+def open_umask(tmp_path):
+    """umask 0: a file made without an explicit mode is readable and writable by everyone."""
+    previous = os.umask(0)
+    try:
+        probe = tmp_path / "probe"
+        probe.touch()
+        assert stat.S_IMODE(probe.stat().st_mode) == 0o666
+        probe.unlink()
+        yield
+    finally:
+        os.umask(previous)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_a_backup_is_private_while_it_is_written_and_when_done(cluster, s3_server, bucket, tmp_path, open_umask):
+    output = tmp_path / "mlflow-backup.tar.gz"
+    partial = tmp_path / "mlflow-backup.tar.gz.partial"
+    seen = []
+
+    def progress(done: int, total: int, label: str) -> None:
+        # Called about once a MiB while the objects are copied into the partial file.
+        if partial.exists():
+            seen.append(mode(partial))
+
+    s3 = s3_bucket(s3_server.endpoint, s3_server.access_key, s3_server.secret_key, BUCKET)
+    create_backup(direct_tools(cluster), s3, output, "2.9.2", "2026-01-01T00:00:00Z", progress)
+    assert len(seen) >= 2 and set(seen) == {0o600}, [oct(found) for found in seen]
+    assert mode(output) == 0o600 and not partial.exists()
+    with tarfile.open(output) as opened:
+        assert opened.getnames()[-1] == "manifest.json"
+
+
+PG_DUMP_SPY = """\
+#!{python}
+# pg_dump, after noting which file its stdout is and that file's mode.
+import os, stat, sys
+with open({log!r}, "a") as log:
+    log.write(os.readlink("/proc/self/fd/1") + " " + oct(stat.S_IMODE(os.fstat(1).st_mode)) + "\\n")
+os.execv({real!r}, [{real!r}, *sys.argv[1:]])
+"""
+
+
+def test_a_db_dump_is_private_while_it_is_written_and_when_done(cluster, tmp_path, open_umask):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    log = tmp_path / "pg_dump.log"
+    spy = bindir / "pg_dump"
+    spy.write_text(PG_DUMP_SPY.format(python=sys.executable, log=str(log), real=str(PG_BIN / "pg_dump")))
+    spy.chmod(0o755)
+    output = tmp_path / "mlflow-backup.sql"
+    size = dump_sql(direct_tools(cluster, bindir), output)
+    assert log.read_text().split() == [f"{output}.partial", "0o600"]
+    assert mode(output) == 0o600 and output.stat().st_size == size
+    assert output.read_text().startswith("--\n-- PostgreSQL database dump")
