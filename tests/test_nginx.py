@@ -204,6 +204,8 @@ def test_headers_reach_the_upstream(staging, upstream):
         ("/api/2.0/mlflow/experiments/list?max_results=5&view_type=ALL",
          "/api/2.0/mlflow/experiments/search?max_results=5&view_type=ALL"),
         ("/api/2.0/mlflow/registered-models/list", "/api/2.0/mlflow/registered-models/search?max_results=1000"),
+        ("/api/2.0/mlflow/registered-models/list?max_results=5",
+         "/api/2.0/mlflow/registered-models/search?max_results=5"),
         ("/api/2.0/mlflow/registered-models/list?page_token=abc",
          "/api/2.0/mlflow/registered-models/search?max_results=1000&page_token=abc"),
     ],
