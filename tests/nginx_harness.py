@@ -27,10 +27,16 @@ from generator.artifacts import nginx as nginx_artifact
 from tests.services import _wait_for_port, free_port
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+# Debian 12's own nginx (1.22): it predates `http2 on;`.
+DEBIAN_NGINX = Path("/usr/sbin/nginx")
+# nginx 1.26, which reads the default rendering (`http2 on;`). Debian 12 has
+# no package for it: `./run test` builds it once with tools/build-nginx, here.
+BUILT_NGINX = (Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+               / "nself-mlflow" / "nginx-1.26" / "sbin" / "nginx")
 
 
-def installed_nginx_version() -> tuple[int, int, int]:
-    output = subprocess.run([NGINX, "-v"], capture_output=True, text=True).stderr
+def installed_nginx_version(binary: Path | str | None = None) -> tuple[int, int, int]:
+    output = subprocess.run([binary or NGINX, "-v"], capture_output=True, text=True).stderr
     major, minor, patch = re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", output).groups()
     return int(major), int(minor), int(patch)
 
@@ -61,6 +67,11 @@ class NginxServer:
     http_port: int = field(default_factory=free_port)
     prefix: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="nself-mlflow-nginx-")))
     started: bool = False
+    binary: Path | str | None = None  # the nginx to run; NGINX when not given
+
+    @property
+    def nginx(self) -> Path | str:
+        return self.binary or NGINX
 
     def prepare(self) -> Path:
         # Workers run as an unprivileged user and re-read the htpasswd on
@@ -102,11 +113,11 @@ http {{
 
     def test_config(self) -> subprocess.CompletedProcess:
         config = self.prepare()
-        return subprocess.run([NGINX, "-t", "-c", config, "-p", self.prefix], capture_output=True, text=True, timeout=30)
+        return subprocess.run([self.nginx, "-t", "-c", config, "-p", self.prefix], capture_output=True, text=True, timeout=30)
 
     def start(self) -> "NginxServer":
         config = self.prepare()
-        subprocess.run([NGINX, "-c", config, "-p", self.prefix], check=True, capture_output=True, timeout=30)
+        subprocess.run([self.nginx, "-c", config, "-p", self.prefix], check=True, capture_output=True, timeout=30)
         self.started = True
         _wait_for_port(self.https_port, 10)
         return self
