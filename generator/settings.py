@@ -303,6 +303,26 @@ class StorageSettings(_Section):
             _matching(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?", "must be an http(s) URL such as http://minio:9000")
         ),
     ]
+    access_key: Annotated[
+        str,
+        BeforeValidator(
+            _matching(
+                r"([A-Za-z0-9._@+=-]{3,128})?",
+                "must be an S3 access key; accepted: 3-128 letters, digits or ._@+=-, or empty to use MINIO_ROOT_USER",
+            )
+        ),
+    ]
+    # Issued by the S3 service: any printable value.
+    secret_key: Annotated[SecretStr | None, BeforeValidator(_password(1))]
+    region: Annotated[
+        str,
+        BeforeValidator(
+            _matching(
+                r"[a-z0-9][a-z0-9_-]{0,62}",
+                "must be an S3 region name; accepted: lowercase letters, digits, '-' and '_', such as us-east-1",
+            )
+        ),
+    ]
 
 
 class ProxySettings(_Section):
@@ -348,6 +368,23 @@ class Settings(_Section):
     gc: GcSettings
     monitoring: MonitoringSettings
     minio_auto_enabled: bool
+    external_s3: bool = False
+
+    @property
+    def s3_credentials(self) -> tuple[str, str, SecretStr | None]:
+        """(access key, the variable holding the secret key, its value): S3_ACCESS_KEY/S3_SECRET_KEY
+        when set, otherwise MinIO's root keys (never with an external S3: load_settings refuses)."""
+        storage = self.storage
+        if storage.access_key:
+            return storage.access_key, "S3_SECRET_KEY", storage.secret_key
+        return storage.root_user, "MINIO_ROOT_PASSWORD", storage.root_password
+
+    @property
+    def s3_endpoint_from_host(self) -> str:
+        """The store as seen from the nself host: MinIO's published port, or the external endpoint."""
+        if self.external_s3:
+            return self.storage.endpoint.rstrip("/")
+        return f"http://localhost:{self.storage.minio_port}"
 
     @property
     def public_host(self) -> str:
@@ -405,6 +442,9 @@ VARIABLES: dict[str, tuple[str, str, str]] = {
     "MINIO_PORT": ("storage", "minio_port", "9000"),
     "MINIO_CONSOLE_PORT": ("storage", "minio_console_port", "9001"),
     "S3_ENDPOINT": ("storage", "endpoint", "http://minio:9000"),
+    "S3_ACCESS_KEY": ("storage", "access_key", ""),
+    "S3_SECRET_KEY": ("storage", "secret_key", ""),
+    "S3_REGION": ("storage", "region", "us-east-1"),
     "MLFLOW_AUTH_ENABLED": ("auth", "enabled", "false"),
     "MLFLOW_AUTH_USERNAME": ("auth", "username", "admin"),
     "MLFLOW_AUTH_PASSWORD": ("auth", "password", ""),
@@ -423,7 +463,9 @@ VARIABLES: dict[str, tuple[str, str, str]] = {
     "MLFLOW_ALERT_BUCKET_SIZE_GB": ("monitoring", "bucket_size_gb", "50"),
 }
 
-SECRET_VARIABLES = frozenset({"MLFLOW_DB_PASSWORD", "MLFLOW_AUTH_PASSWORD", "POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD"})
+SECRET_VARIABLES = frozenset(
+    {"MLFLOW_DB_PASSWORD", "MLFLOW_AUTH_PASSWORD", "POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD", "S3_SECRET_KEY"}
+)
 
 # Values that Docker Compose substitutes from the env files into the
 # containers; they must read the same to Compose as to this generator.
@@ -506,7 +548,10 @@ def load_settings(project_env: ProjectEnv) -> Settings:
                 name = variable_of[(section, str(detail["loc"][0]))]
                 problems.setdefault(name, _describe(name, detail, project_env, hidden))
 
+    external_s3 = _external_s3(values)
     for name, reason in _REQUIRED_WHEN_ENABLED.items():
+        if name == "MINIO_ROOT_PASSWORD" and not _signs_with_minio_root(values):
+            continue
         if name not in problems and not values[name]:
             problems[name] = f"{name}: is required when MLFLOW_ENABLED=true ({reason}); set it in {SECRETS_FILE}"
 
@@ -518,15 +563,17 @@ def load_settings(project_env: ProjectEnv) -> Settings:
                 problems[name] = problem
 
     problems.update(_cross_checks(values, problems, hidden))
+    problems.update(_s3_key_checks(values, problems, external_s3))
 
     if problems:
         raise SettingsError([problems[name] for name in sorted(problems)])
 
     storage: StorageSettings = built["storage"]  # type: ignore[assignment]
-    minio_auto_enabled = not storage.minio_enabled
+    minio_auto_enabled = not storage.minio_enabled and not external_s3
     settings = Settings(
         **built,  # type: ignore[arg-type]
         minio_auto_enabled=minio_auto_enabled,
+        external_s3=external_s3,
     )
     if minio_auto_enabled:
         settings = settings.model_copy(update={"storage": storage.model_copy(update={"minio_enabled": True})})
@@ -669,3 +716,44 @@ def _cross_checks(values: dict[str, str], problems: dict[str, str], hidden: froz
         if unsupported and not override:
             found["MLFLOW_VERSION"] = f"MLFLOW_VERSION: {unsupported}; set MLFLOW_VERSION_UNSUPPORTED_OK=true to try it anyway"
     return found
+
+
+BUNDLED_S3_ENDPOINT = "http://minio:9000"
+
+
+def _external_s3(values: dict[str, str]) -> bool:
+    """MINIO_ENABLED is not true and S3_ENDPOINT names another service: MLflow then runs no MinIO."""
+    minio_enabled = values["MINIO_ENABLED"].strip().lower() in ("true", "yes", "1")
+    return not minio_enabled and values["S3_ENDPOINT"].strip().rstrip("/") != BUNDLED_S3_ENDPOINT
+
+
+def _signs_with_minio_root(values: dict[str, str]) -> bool:
+    """The MinIO MLflow adds always needs its root password; another store only without S3_ACCESS_KEY."""
+    minio_enabled = values["MINIO_ENABLED"].strip().lower() in ("true", "yes", "1")
+    if _external_s3(values):
+        return False
+    return not minio_enabled or not values["S3_ACCESS_KEY"].strip()
+
+
+def _s3_key_checks(values: dict[str, str], problems: dict[str, str], external_s3: bool) -> dict[str, str]:
+    """S3_ACCESS_KEY and S3_SECRET_KEY come as a pair; an external S3 needs them (MinIO's root keys
+    are never sent to another service, and MINIO_ROOT_USER has a default)."""
+    found: dict[str, str] = {}
+    access_key, secret_key = values["S3_ACCESS_KEY"].strip(), values["S3_SECRET_KEY"]
+    if external_s3:
+        why = (
+            f"is required with an external S3 (S3_ENDPOINT is not {BUNDLED_S3_ENDPOINT} and MINIO_ENABLED is not "
+            "true), because MLflow never signs with MinIO's root keys there"
+        )
+        if not access_key:
+            found["S3_ACCESS_KEY"] = f"S3_ACCESS_KEY: {why}; set it in .env"
+        if not secret_key:
+            found["S3_SECRET_KEY"] = f"S3_SECRET_KEY: {why}; set it in {SECRETS_FILE}"
+    elif access_key and not secret_key:
+        found["S3_SECRET_KEY"] = f"S3_SECRET_KEY: is required when S3_ACCESS_KEY is set; set it in {SECRETS_FILE}"
+    elif secret_key and not access_key:
+        found["S3_ACCESS_KEY"] = (
+            "S3_ACCESS_KEY: is required when S3_SECRET_KEY is set; accepted: the access key that goes with it, "
+            "or neither, to use MinIO's root keys"
+        )
+    return {name: problem for name, problem in found.items() if name not in problems}
