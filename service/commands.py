@@ -483,7 +483,8 @@ DbPortOption = Annotated[Optional[int], typer.Option("--db-port", help="With --d
 PgBindirOption = Annotated[Optional[Path], typer.Option(
     "--pg-bindir", help="With --direct: where pg_dump, pg_restore and psql are; default: PATH.")]
 S3EndpointOption = Annotated[Optional[str], typer.Option(
-    "--s3-endpoint", help="The S3 endpoint as seen from here; default http://localhost:MINIO_PORT.")]
+    "--s3-endpoint", help="The S3 endpoint as seen from here; default http://localhost:MINIO_PORT, "
+                          "or S3_ENDPOINT for an external S3.")]
 
 
 def _postgres_tools(project: Project, direct: bool, db_host: str, db_port: int | None, pg_bindir: Path | None,
@@ -507,11 +508,12 @@ def _postgres_tools(project: Project, direct: bool, db_host: str, db_port: int |
 def _bucket(project: Project, s3_endpoint: str | None):
     from service.backup import s3_bucket
 
-    storage = project.settings.storage
-    if storage.root_password is None:
-        raise UserError("MINIO_ROOT_PASSWORD: not set in the project's env files; the backup reads the bucket with it")
-    endpoint = s3_endpoint or f"http://localhost:{storage.minio_port}"
-    return s3_bucket(endpoint, storage.root_user, storage.root_password.get_secret_value(), storage.bucket)
+    settings = project.settings
+    access_key, secret_variable, secret = settings.s3_credentials
+    if secret is None:
+        raise UserError(f"{secret_variable}: not set in the project's env files; the backup reads the bucket with it")
+    endpoint = s3_endpoint or settings.s3_endpoint_from_host
+    return s3_bucket(endpoint, access_key, secret.get_secret_value(), settings.storage.bucket, settings.storage.region)
 
 
 def _require_docker() -> None:
