@@ -61,6 +61,11 @@ class Stack:
     pg: PostgresServer
     s3: SeaweedS3
     venv: Path
+    # The S3 address on the compose network that stands for self.s3 (MinIO's);
+    # None when the store is an external S3 reached by a name in `hosts`.
+    s3_address: str | None = "http://minio:9000"
+    # Names the services resolve to loopback, as DNS would (an external S3's).
+    hosts: dict[str, str] = field(default_factory=dict)
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="nself-mlflow-e2e-")))
     mlflow_port: int = field(default_factory=free_port)
     mlflow_process: subprocess.Popen | None = None
@@ -78,7 +83,8 @@ class Stack:
         return yaml.safe_load((self.out / compose_artifact.PATH).read_text())["services"]
 
     def localize(self, text: str) -> str:
-        text = text.replace("http://minio:9000", self.s3.endpoint)
+        if self.s3_address:
+            text = text.replace(self.s3_address, self.s3.endpoint)
         text = text.replace("postgres:5432", f"127.0.0.1:{self.pg.port}")
         text = text.replace("mlflow:5000", f"127.0.0.1:{self.mlflow_port}")
         assert not CONTAINER_ADDRESS.search(text), f"an address the harness does not map: {text!r}"
@@ -101,7 +107,17 @@ class Stack:
             "HOME": str(self.root),
             "LANG": "C.UTF-8",
             "PYTHONPATH": str(self.out / "mlflow"),
+            **self.hosts_environment(),
             **self.environment(service),
+        }
+
+    def hosts_environment(self, pythonpath: str | None = None) -> dict[str, str]:
+        """Resolve self.hosts to loopback in a Python process (the resolver is a sitecustomize)."""
+        if not self.hosts:
+            return {}
+        return {
+            "PYTHONPATH": os.pathsep.join([pythonpath or str(self.out / "mlflow"), str(RESOLVER)]),
+            "NSELF_TEST_HOSTS": ",".join(f"{name}={address}" for name, address in self.hosts.items()),
         }
 
     # -- mlflow-init -------------------------------------------------------
