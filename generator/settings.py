@@ -258,6 +258,7 @@ class ServerSettings(_Section):
             )
         ),
     ]
+    telemetry_enabled: Boolean
 
 
 class DatabaseSettings(_Section):
@@ -423,6 +424,7 @@ VARIABLES: dict[str, tuple[str, str, str]] = {
     "MLFLOW_ROUTE": ("server", "route", "mlflow"),
     "MLFLOW_WORKERS": ("server", "workers", "2"),
     "MLFLOW_MEMORY_LIMIT": ("server", "memory_limit", "2g"),
+    "MLFLOW_TELEMETRY_ENABLED": ("server", "telemetry_enabled", "false"),
     "MLFLOW_DB_NAME": ("database", "name", "mlflow"),
     "MLFLOW_DB_USER": ("database", "user", "mlflow"),
     "MLFLOW_DB_PASSWORD": ("database", "password", ""),
@@ -491,6 +493,7 @@ MLFLOW_CLIENT_VARIABLES = frozenset(
         "MLFLOW_HTTP_REQUEST_TIMEOUT",
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR",
+        "MLFLOW_DISABLE_TELEMETRY",
     }
 )
 

@@ -204,3 +204,30 @@ def test_the_build_says_in_one_line_which_store_it_uses(project, tmp_path, env, 
     lines = [line for line in result.stderr.splitlines() if line.startswith("artifact store:")]
     assert len(lines) == 1 and lines[0].startswith(expected), result.stderr
     assert "secret-1" not in result.stderr + result.stdout
+
+
+# -- telemetry ---------------------------------------------------------------
+
+def mlflow_containers(built: dict) -> dict:
+    """Every service that runs the generated MLflow image."""
+    image_tag = built["mlflow"]["image"]
+    return {name: service for name, service in built.items() if service.get("image") == image_tag}
+
+
+def test_every_mlflow_container_has_telemetry_off_by_default(project):
+    write_tree(project, {".env": "PROJECT_NAME=demo\nMLFLOW_ENABLED=true\nMONITORING_ENABLED=true\n"})
+    built = services(project)
+    containers = mlflow_containers(built)
+    assert set(containers) == {"mlflow", "mlflow-init", "mlflow-gc"}
+    for name, service in containers.items():
+        assert service["environment"]["MLFLOW_DISABLE_TELEMETRY"] == "true", name
+        assert service["environment"]["DO_NOT_TRACK"] == "true", name
+    # Not MLflow's: MinIO and the blackbox exporter are left as they are.
+    assert "MLFLOW_DISABLE_TELEMETRY" not in built["minio"]["environment"]
+    assert "environment" not in built["mlflow-blackbox"]
+
+
+def test_telemetry_is_mlflows_default_only_when_asked_for(project):
+    write_tree(project, {".env": "PROJECT_NAME=demo\nMLFLOW_ENABLED=true\nMLFLOW_TELEMETRY_ENABLED=true\n"})
+    for name, service in mlflow_containers(services(project)).items():
+        assert not {"MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK"} & set(service["environment"]), name

@@ -59,6 +59,8 @@ CASES = [
     Case("auth-enabled-maybe", env="MLFLOW_AUTH_ENABLED=maybe\n", names=("MLFLOW_AUTH_ENABLED",)),
     Case("gc-enabled-on", env="MLFLOW_GC_ENABLED=on\n", names=("MLFLOW_GC_ENABLED",)),
     Case("mlflow-enabled-maybe", env="MLFLOW_ENABLED=maybe\n", names=("MLFLOW_ENABLED",)),
+    Case("telemetry-enabled-off", env="MLFLOW_TELEMETRY_ENABLED=off\n", names=("MLFLOW_TELEMETRY_ENABLED (in .env line 4)",),
+         also=("accepted: true, false",)),
     # versions
     Case("version-two-parts", env="MLFLOW_VERSION=2.9\n", names=("MLFLOW_VERSION",)),
     Case("version-latest", env="MLFLOW_VERSION=latest\n", names=("MLFLOW_VERSION",)),
@@ -366,6 +368,7 @@ def test_mlflow_client_variables_are_not_reported_as_unknown(tmp_path, also_brok
         "MLFLOW_TRACKING_USERNAME=admin\n"
         "MLFLOW_EXPERIMENT_NAME=demo\n"
         "MLFLOW_S3_ENDPOINT_URL=http://minio:9000\n"
+        "MLFLOW_DISABLE_TELEMETRY=true\n"
     )
     project = write_tree(
         tmp_path / "project",
@@ -382,6 +385,7 @@ def test_mlflow_client_variables_are_not_reported_as_unknown(tmp_path, also_brok
     assert "MLFLOW_TRACKING_USERNAME" not in result.stderr
     assert "MLFLOW_EXPERIMENT_NAME" not in result.stderr
     assert "MLFLOW_S3_ENDPOINT_URL" not in result.stderr
+    assert "MLFLOW_DISABLE_TELEMETRY" not in result.stderr  # the README tells users to set it for their clients
     if also_broken:
         assert result.returncode == 2, output
         assert "MLFLOW_PORT" in result.stderr

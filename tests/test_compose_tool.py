@@ -84,6 +84,10 @@ def test_every_profile_passes_compose_config(profile, compose_bin, tmp_path):
     assert mlflow["init"] is True and mlflow["restart"] == "unless-stopped"
     init = model["services"]["mlflow-init"]
     assert init["restart"] == "no" and init["labels"]["nself.type"] == "init-container"
+    for name, service in model["services"].items():
+        if service.get("image") == mlflow["image"]:  # every MLflow container: no telemetry by default
+            assert service["environment"]["MLFLOW_DISABLE_TELEMETRY"] == "true", name
+            assert service["environment"]["DO_NOT_TRACK"] == "true", name
     assert init["environment"]["PGPASSWORD"] == secret(project_dir, env, "POSTGRES_PASSWORD")
     assert "demo_network" in mlflow["networks"]
 

@@ -121,6 +121,16 @@ def _s3_environment(settings: Settings) -> dict[str, Any]:
     }
 
 
+# MLflow 3.x reports usage from the server, its clients and the UI unless one
+# of these is set (mlflow/telemetry/utils.py reads both); 2.x has no telemetry.
+TELEMETRY_OFF = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+
+
+def _telemetry_environment(settings: Settings) -> dict[str, Any]:
+    """Every MLflow container: nothing leaves a self-hosted stack unless MLFLOW_TELEMETRY_ENABLED=true."""
+    return {} if settings.server.telemetry_enabled else dict(TELEMETRY_OFF)
+
+
 def _storage_dependency(settings: Settings) -> dict[str, Any]:
     """MinIO, when it runs in this stack; an external S3 is no service of the stack."""
     if settings.external_s3:
@@ -158,6 +168,7 @@ def mlflow_service(settings: Settings, tag: str) -> dict[str, Any]:
             "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": str(POOL_SIZE),
             "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": str(POOL_MAX_OVERFLOW),
             **_s3_environment(settings),
+            **_telemetry_environment(settings),
         },
         "ports": [f"127.0.0.1:{settings.server.port}:{CONTAINER_PORT}"],
         # The seed's production sizing; the memory alert measures against it.
@@ -201,6 +212,7 @@ def init_service(settings: Settings, tag: str) -> dict[str, Any]:
             "MLFLOW_INIT_TIMEOUT": str(INIT_TIMEOUT_SECONDS),
             "MLFLOW_INIT_SQL": f"{INIT_FILES_DIR}/mlflow.sql",
             **policy_environment,
+            **_telemetry_environment(settings),
         },
         "volumes": [
             f"./{sql.PATH}:{INIT_FILES_DIR}/mlflow.sql:ro",
@@ -234,6 +246,7 @@ def gc_service(settings: Settings, tag: str) -> dict[str, Any]:
         # auth is nginx's.
         "MLFLOW_TRACKING_URI": f"http://mlflow:{CONTAINER_PORT}",
         "PGPASSWORD": MLFLOW_DB_PASSWORD,
+        **_telemetry_environment(settings),
     }
     if not settings.storage.serve_artifacts:
         environment.update(_s3_environment(settings))  # gc deletes s3:// artifacts itself
