@@ -465,9 +465,7 @@ VARIABLES: dict[str, tuple[str, str, str]] = {
     "MLFLOW_ALERT_BUCKET_SIZE_GB": ("monitoring", "bucket_size_gb", "50"),
 }
 
-SECRET_VARIABLES = frozenset(
-    {"MLFLOW_DB_PASSWORD", "MLFLOW_AUTH_PASSWORD", "POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD", "S3_SECRET_KEY"}
-)
+SECRET_VARIABLES = frozenset({"MLFLOW_DB_PASSWORD", "MLFLOW_AUTH_PASSWORD", "POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD", "S3_SECRET_KEY"})
 
 # Values that Docker Compose substitutes from the env files into the
 # containers; they must read the same to Compose as to this generator.
