@@ -19,7 +19,7 @@ from generator.envfiles import SECRETS_FILE, ProjectEnv, cascade, read_project_e
 from generator.errors import UserError, run_cli
 from generator.output import diff_outputs, write_outputs
 from generator.projectfiles import append_secrets
-from generator.settings import SALT_ALPHABET, load_settings, mlflow_enabled
+from generator.settings import SALT_ALPHABET, Settings, load_settings, mlflow_enabled
 
 # No pretty tracebacks: with local variables shown they would print secrets.
 app = typer.Typer(
@@ -110,16 +110,29 @@ def _plan(project_dir: Path, env: str | None, generate_passwords: bool) -> tuple
         settings = load_settings(project_env)
         if settings.missing_generated:
             raise UserError(f"{', '.join(settings.missing_generated)}: still unset after saving to {SECRETS_FILE}")
-    if settings.minio_auto_enabled:
-        notices.append(
-            "MINIO_ENABLED is not true: MLflow stores artifacts in MinIO, so MinIO is turned on "
-            "(docker-compose.mlflow.yml adds a minio service)"
-        )
-    if settings.monitoring.enabled and not settings.minio_auto_enabled:
+    notices.append(_store_notice(settings))
+    if settings.monitoring.enabled and not settings.minio_auto_enabled and not settings.external_s3:
         notices.append(
             "MONITORING_ENABLED: the MinIO scrape jobs need MINIO_PROMETHEUS_AUTH_TYPE=public on nself's minio service"
         )
     return artifacts.build(settings), notices
+
+
+def _store_notice(settings: Settings) -> str:
+    """One line saying where MLflow keeps its artifacts, and with which keys."""
+    endpoint = settings.storage.endpoint.rstrip("/")
+    keys = "S3_ACCESS_KEY and S3_SECRET_KEY" if settings.storage.access_key else "the MinIO root keys"
+    if settings.external_s3:
+        return (
+            f"artifact store: external S3 at {endpoint} (S3_ENDPOINT, region {settings.storage.region}), "
+            f"signed with {keys}; no minio service is added"
+        )
+    if settings.minio_auto_enabled:
+        return (
+            f"artifact store: MinIO, signed with {keys}. MINIO_ENABLED is not true and S3_ENDPOINT is the default, "
+            "so MinIO is turned on (docker-compose.mlflow.yml adds a minio service)"
+        )
+    return f"artifact store: nself's MinIO (MINIO_ENABLED=true) at {endpoint}, signed with {keys}"
 
 
 def _refuse_hidden_secrets(project_env: ProjectEnv, missing: tuple[str, ...]) -> None:

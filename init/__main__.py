@@ -91,11 +91,14 @@ def main(argv: list[str] | None = None) -> int:
         log(f"{where}: {error}")
         return 1
     except TimeoutError as error:
-        log(f"{where}: not reachable after {config.timeout:g} s ({error}); is the minio service up?")
+        log(f"{where}: not reachable after {config.timeout:g} s ({error}); is the S3 service (minio, or S3_ENDPOINT's) up?")
         return 1
     try:
         log_step(bucket.ensure_bucket(s3, config, exists))
-        log_step(bucket.ensure_policy(s3, config))
+        if config.policy_file is None:
+            log(f"bucket {config.bucket} policy: not managed (an external S3's bucket policy is its operator's)")
+        else:
+            log_step(bucket.ensure_policy(s3, config))
     except (BotoCoreError, ClientError, OSError, ValueError) as error:
         log(f"{where}: bucket {config.bucket}: {_first_line(error)}")
         return 1

@@ -380,7 +380,8 @@ DbPortOption = Annotated[Optional[int], typer.Option("--db-port", help="With --d
 PgBindirOption = Annotated[Optional[Path], typer.Option(
     "--pg-bindir", help="With --direct: where pg_dump, pg_restore and psql are; default: PATH.")]
 S3EndpointOption = Annotated[Optional[str], typer.Option(
-    "--s3-endpoint", help="The S3 endpoint as seen from here; default http://localhost:MINIO_PORT.")]
+    "--s3-endpoint", help="The S3 endpoint as seen from here; default http://localhost:MINIO_PORT, "
+                          "or S3_ENDPOINT for an external S3.")]
 
 
 

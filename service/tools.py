@@ -47,11 +47,12 @@ def postgres_tools(project: Project, direct: bool, db_host: str, db_port: int | 
 def artifact_bucket(project: Project, s3_endpoint: str | None):
     from service.backup import s3_bucket
 
-    storage = project.settings.storage
-    if storage.root_password is None:
-        raise UserError("MINIO_ROOT_PASSWORD: not set in the project's env files; the backup reads the bucket with it")
-    endpoint = s3_endpoint or f"http://localhost:{storage.minio_port}"
-    return s3_bucket(endpoint, storage.root_user, storage.root_password.get_secret_value(), storage.bucket)
+    settings = project.settings
+    access_key, secret_variable, secret = settings.s3_credentials
+    if secret is None:
+        raise UserError(f"{secret_variable}: not set in the project's env files; the backup reads the bucket with it")
+    endpoint = s3_endpoint or settings.s3_endpoint_from_host
+    return s3_bucket(endpoint, access_key, secret.get_secret_value(), settings.storage.bucket, settings.storage.region)
 
 
 def schema_checker(project: Project, direct: bool, mlflow_python: Path | None, out: Path | None):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
 import yaml
 
 from generator.artifacts import compose, image
 from generator.envfiles import read_project_env
 from generator.settings import load_settings
-from tests.conftest import EXAMPLES, build_profile, write_tree
+from tests.conftest import EXAMPLES, MINIMAL_SECRETS, build_profile, write_tree
 
 
 def services(project_dir):
@@ -127,3 +130,104 @@ def test_gc_service_runs_the_scheduler_against_the_server():
 
 def test_gc_off_has_no_gc_service():
     assert "mlflow-gc" not in services(EXAMPLES / "gc-off")
+
+
+# -- where the artifacts live ------------------------------------------------
+
+EXTERNAL_ENV = (
+    "PROJECT_NAME=demo\nMLFLOW_ENABLED=true\nMINIO_ENABLED=false\n"
+    "S3_ENDPOINT=https://s3.example.internal\nS3_ACCESS_KEY=mlflow-writer\nS3_REGION=eu-west-3\n"
+)
+EXTERNAL_SECRETS = "POSTGRES_PASSWORD=postgres-secret-1\nS3_SECRET_KEY=external-secret-1\nMLFLOW_DB_PASSWORD=db-secret-1\n"
+
+
+def test_an_external_s3_gets_no_minio_service_and_no_dependency_on_it(project):
+    write_tree(project, {".env": EXTERNAL_ENV, ".env.secrets": EXTERNAL_SECRETS})
+    files = build_profile(project)
+    built = yaml.safe_load(files[compose.PATH])["services"]
+    assert "minio" not in built
+    assert all("minio" not in service.get("depends_on", {}) for service in built.values())
+    assert "volumes" not in yaml.safe_load(files[compose.PATH])
+    for name in ("mlflow", "mlflow-init"):
+        environment = built[name]["environment"]
+        assert environment["MLFLOW_S3_ENDPOINT_URL"] == "https://s3.example.internal"
+        assert environment["AWS_ACCESS_KEY_ID"] == "mlflow-writer"
+        assert environment["AWS_SECRET_ACCESS_KEY"].startswith("${S3_SECRET_KEY:?")
+        assert environment["AWS_DEFAULT_REGION"] == "eu-west-3"
+    # That bucket's policy is its operator's: no policy file, nothing mounted.
+    assert "MLFLOW_INIT_BUCKET_POLICY" not in built["mlflow-init"]["environment"]
+    assert not [path for path in files if path.startswith("minio/")]
+    assert built["mlflow-init"]["volumes"] == ["./postgres/init/mlflow.sql:/etc/nself-mlflow/mlflow.sql:ro"]
+
+
+def test_gc_gets_the_external_store_only_when_it_deletes_s3_objects_itself(project):
+    write_tree(project, {".env": EXTERNAL_ENV, ".env.secrets": EXTERNAL_SECRETS})
+    assert "AWS_SECRET_ACCESS_KEY" not in services(project)["mlflow-gc"]["environment"]
+    write_tree(project, {".env": EXTERNAL_ENV + "MLFLOW_SERVE_ARTIFACTS=false\n"
+                         "MLFLOW_DEFAULT_ARTIFACT_ROOT=s3://mlflow-artifacts/runs\n"})
+    environment = services(project)["mlflow-gc"]["environment"]
+    assert environment["MLFLOW_S3_ENDPOINT_URL"] == "https://s3.example.internal"
+    assert environment["AWS_ACCESS_KEY_ID"] == "mlflow-writer"
+    assert environment["AWS_SECRET_ACCESS_KEY"].startswith("${S3_SECRET_KEY:?")
+
+
+def test_s3_keys_sign_mlflows_requests_to_minio_too(project):
+    """S3_ACCESS_KEY/S3_SECRET_KEY replace MinIO's root keys for MLflow; the MinIO server keeps its root user."""
+    write_tree(project, {".env": "PROJECT_NAME=demo\nMLFLOW_ENABLED=true\nS3_ACCESS_KEY=mlflow-writer\n",
+                         ".env.secrets": MINIMAL_SECRETS + "S3_SECRET_KEY=writer-secret-1\n"})
+    files = build_profile(project)
+    built = yaml.safe_load(files[compose.PATH])["services"]
+    assert built["mlflow"]["environment"]["AWS_ACCESS_KEY_ID"] == "mlflow-writer"
+    assert built["mlflow"]["environment"]["AWS_SECRET_ACCESS_KEY"].startswith("${S3_SECRET_KEY:?")
+    assert built["mlflow"]["environment"]["AWS_DEFAULT_REGION"] == "us-east-1"
+    assert built["minio"]["environment"]["MINIO_ROOT_PASSWORD"].startswith("${MINIO_ROOT_PASSWORD:?")
+    assert built["mlflow"]["depends_on"]["minio"] == {"condition": "service_healthy"}
+    policy = json.loads(files["minio/policies/mlflow-artifacts.json"])
+    assert policy["Statement"][0]["Principal"] == {"AWS": ["arn:aws:iam:::user/mlflow-writer"]}
+
+
+@pytest.mark.parametrize(("env", "secrets", "expected"), [
+    ("PROJECT_NAME=demo\nMLFLOW_ENABLED=true\n", MINIMAL_SECRETS,
+     "artifact store: MinIO, signed with the MinIO root keys. MINIO_ENABLED is not true"),
+    ("PROJECT_NAME=demo\nMLFLOW_ENABLED=true\nMINIO_ENABLED=true\n", MINIMAL_SECRETS,
+     "artifact store: nself's MinIO (MINIO_ENABLED=true) at http://minio:9000, signed with the MinIO root keys"),
+    (EXTERNAL_ENV, EXTERNAL_SECRETS,
+     "artifact store: external S3 at https://s3.example.internal (S3_ENDPOINT, region eu-west-3), "
+     "signed with S3_ACCESS_KEY and S3_SECRET_KEY; no minio service is added"),
+], ids=["minio-added", "nself-minio", "external"])
+def test_the_build_says_in_one_line_which_store_it_uses(project, tmp_path, env, secrets, expected):
+    from tests.conftest import run_generator
+
+    write_tree(project, {".env": env, ".env.secrets": secrets})
+    result = run_generator("build", "--project-dir", project, "--out", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("artifact store:")]
+    assert len(lines) == 1 and lines[0].startswith(expected), result.stderr
+    assert "secret-1" not in result.stderr + result.stdout
+
+
+# -- telemetry ---------------------------------------------------------------
+
+def mlflow_containers(built: dict) -> dict:
+    """Every service that runs the generated MLflow image."""
+    image_tag = built["mlflow"]["image"]
+    return {name: service for name, service in built.items() if service.get("image") == image_tag}
+
+
+def test_every_mlflow_container_has_telemetry_off_by_default(project):
+    write_tree(project, {".env": "PROJECT_NAME=demo\nMLFLOW_ENABLED=true\nMONITORING_ENABLED=true\n"})
+    built = services(project)
+    containers = mlflow_containers(built)
+    assert set(containers) == {"mlflow", "mlflow-init", "mlflow-gc"}
+    for name, service in containers.items():
+        assert service["environment"]["MLFLOW_DISABLE_TELEMETRY"] == "true", name
+        assert service["environment"]["DO_NOT_TRACK"] == "true", name
+    # Not MLflow's: MinIO and the blackbox exporter are left as they are.
+    assert "MLFLOW_DISABLE_TELEMETRY" not in built["minio"]["environment"]
+    assert "environment" not in built["mlflow-blackbox"]
+
+
+def test_telemetry_is_mlflows_default_only_when_asked_for(project):
+    write_tree(project, {".env": "PROJECT_NAME=demo\nMLFLOW_ENABLED=true\nMLFLOW_TELEMETRY_ENABLED=true\n"})
+    for name, service in mlflow_containers(services(project)).items():
+        assert not {"MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK"} & set(service["environment"]), name

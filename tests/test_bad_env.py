@@ -60,6 +60,8 @@ CASES = [
     Case("auth-enabled-maybe", env="MLFLOW_AUTH_ENABLED=maybe\n", names=("MLFLOW_AUTH_ENABLED",)),
     Case("gc-enabled-on", env="MLFLOW_GC_ENABLED=on\n", names=("MLFLOW_GC_ENABLED",)),
     Case("mlflow-enabled-maybe", env="MLFLOW_ENABLED=maybe\n", names=("MLFLOW_ENABLED",)),
+    Case("telemetry-enabled-off", env="MLFLOW_TELEMETRY_ENABLED=off\n", names=("MLFLOW_TELEMETRY_ENABLED (in .env line 4)",),
+         also=("accepted: true, false",)),
     # versions
     Case("version-two-parts", env="MLFLOW_VERSION=2.9\n", names=("MLFLOW_VERSION",)),
     Case("version-latest", env="MLFLOW_VERSION=latest\n", names=("MLFLOW_VERSION",)),
@@ -119,6 +121,46 @@ CASES = [
         also=("MLFLOW_ARTIFACTS_BUCKET",),
     ),
     Case("s3-endpoint-not-url", env="S3_ENDPOINT=minio:9000\n", names=("S3_ENDPOINT",)),
+    # an external S3 and its keys
+    Case(
+        "external-s3-without-keys",
+        env="MINIO_ENABLED=false\nS3_ENDPOINT=https://s3.example.internal\n",
+        names=("S3_ACCESS_KEY", "S3_SECRET_KEY"),
+        also=("external S3", ".env.secrets"),
+    ),
+    Case(
+        "external-s3-secret-without-access-key",
+        env="MINIO_ENABLED=false\nS3_ENDPOINT=https://s3.example.internal\n",
+        secrets="S3_SECRET_KEY=Sup3r-Secret-Value-<n>-s3\n",
+        names=("S3_ACCESS_KEY",),
+        secret_values=("Sup3r-Secret-Value-<n>-s3",),
+    ),
+    Case("s3-access-key-without-secret", env="S3_ACCESS_KEY=mlflow-writer\n", names=("S3_SECRET_KEY",)),
+    Case(
+        "s3-secret-without-access-key",
+        secrets="S3_SECRET_KEY=Sup3r-Secret-Value-<n>-s3\n",
+        names=("S3_ACCESS_KEY",),
+        secret_values=("Sup3r-Secret-Value-<n>-s3",),
+    ),
+    Case("s3-access-key-spaces", env="S3_ACCESS_KEY=my key\n", names=("S3_ACCESS_KEY (in .env line 4)",),
+         also=("3-128 letters",)),
+    Case("s3-region-upper-case", env="S3_REGION=EU-West-1\n", names=("S3_REGION (in .env line 4)",),
+         also=("us-east-1",)),
+    Case(
+        "s3-secret-dollar-unquoted",
+        env="S3_ACCESS_KEY=mlflow-writer\n",
+        secrets="S3_SECRET_KEY=Sup3r$Secret-Value-<n>-s3\n",
+        names=("S3_SECRET_KEY (in .env.secrets line 5)",),
+        also=("single quotes",),
+        secret_values=("Sup3r$Secret-Value-<n>-s3",),
+    ),
+    Case(
+        "s3-secret-with-tab",
+        env="S3_ACCESS_KEY=mlflow-writer\n",
+        secrets="S3_SECRET_KEY='Sup3r\tSecret-Value-<n>-s3'\n",
+        names=("S3_SECRET_KEY (in .env.secrets line 5)",),
+        secret_values=("Sup3r\tSecret-Value-<n>-s3",),
+    ),
     # secrets
     Case("postgres-password-missing", drop=("POSTGRES_PASSWORD",), names=("POSTGRES_PASSWORD",), also=(".env.secrets",)),
     Case("minio-password-missing", drop=("MINIO_ROOT_PASSWORD",), names=("MINIO_ROOT_PASSWORD",)),
@@ -329,6 +371,7 @@ def test_mlflow_client_variables_are_not_reported_as_unknown(tmp_path, also_brok
         "MLFLOW_TRACKING_USERNAME=admin\n"
         "MLFLOW_EXPERIMENT_NAME=demo\n"
         "MLFLOW_S3_ENDPOINT_URL=http://minio:9000\n"
+        "MLFLOW_DISABLE_TELEMETRY=true\n"
     )
     project = write_tree(
         tmp_path / "project",
@@ -345,6 +388,7 @@ def test_mlflow_client_variables_are_not_reported_as_unknown(tmp_path, also_brok
     assert "MLFLOW_TRACKING_USERNAME" not in result.stderr
     assert "MLFLOW_EXPERIMENT_NAME" not in result.stderr
     assert "MLFLOW_S3_ENDPOINT_URL" not in result.stderr
+    assert "MLFLOW_DISABLE_TELEMETRY" not in result.stderr  # the README tells users to set it for their clients
     if also_broken:
         assert result.returncode == 2, output
         assert "MLFLOW_PORT" in result.stderr

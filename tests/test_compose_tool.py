@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -63,23 +64,30 @@ def test_every_profile_passes_compose_config(profile, compose_bin, tmp_path):
         (project_dir / source.name).write_bytes(source.read_bytes())
     env = read_project_env(project_dir).env
     files = build_profile(project_dir)
+    settings = load_settings(read_project_env(project_dir))
+    # nself's base has a minio service only when nself runs MinIO (MINIO_ENABLED=true).
+    nself_minio = settings.storage.minio_enabled and not settings.minio_auto_enabled
 
-    result = compose_config(compose_bin, project_dir, files, env)
-    quiet = compose_config(compose_bin, project_dir, files, env, quiet=True)
+    result = compose_config(compose_bin, project_dir, files, env, with_minio=nself_minio)
+    quiet = compose_config(compose_bin, project_dir, files, env, with_minio=nself_minio, quiet=True)
 
     assert result.returncode == 0, result.stderr
     assert quiet.returncode == 0 and quiet.stdout == "", quiet.stderr
     model = json.loads(result.stdout)
     mlflow = model["services"]["mlflow"]
-    settings = load_settings(read_project_env(project_dir))
     assert mlflow["command"] == compose.server_command(settings)
     assert mlflow["environment"]["PGPASSWORD"] == secret(project_dir, env, "MLFLOW_DB_PASSWORD")
-    assert mlflow["environment"]["AWS_SECRET_ACCESS_KEY"] == secret(project_dir, env, "MINIO_ROOT_PASSWORD")
+    _access_key, secret_variable, _secret = settings.s3_credentials
+    assert mlflow["environment"]["AWS_SECRET_ACCESS_KEY"] == secret(project_dir, env, secret_variable)
     assert mlflow["ports"][0]["host_ip"] == "127.0.0.1"
     assert mlflow["depends_on"]["mlflow-init"]["condition"] == "service_completed_successfully"
     assert mlflow["init"] is True and mlflow["restart"] == "unless-stopped"
     init = model["services"]["mlflow-init"]
     assert init["restart"] == "no" and init["labels"]["nself.type"] == "init-container"
+    for name, service in model["services"].items():
+        if service.get("image") == mlflow["image"]:  # every MLflow container: no telemetry by default
+            assert service["environment"]["MLFLOW_DISABLE_TELEMETRY"] == "true", name
+            assert service["environment"]["DO_NOT_TRACK"] == "true", name
     assert init["environment"]["PGPASSWORD"] == secret(project_dir, env, "POSTGRES_PASSWORD")
     assert "demo_network" in mlflow["networks"]
 
@@ -115,6 +123,46 @@ def test_minio_is_added_when_mlflow_turns_it_on(compose_bin, project):
     minio = json.loads(result.stdout)["services"]["minio"]
     assert minio["environment"]["MINIO_ROOT_PASSWORD"] == secret(project, "dev", "MINIO_ROOT_PASSWORD")
     assert minio["healthcheck"]["test"] == ["CMD", "mc", "ready", "local"]
+
+
+def test_an_external_s3_stack_has_no_minio_and_gets_its_keys(compose_bin, tmp_path):
+    """examples/external-s3 against an nself base without MinIO: a dependency on minio would fail here."""
+    project = tmp_path / "external-s3"
+    shutil.copytree(EXAMPLES / "external-s3", project)
+    files = build_profile(project)
+
+    result = compose_config(compose_bin, project, files, "prod", with_minio=False)
+
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    assert "minio" not in services
+    for name in ("mlflow", "mlflow-init"):
+        environment = services[name]["environment"]
+        assert environment["MLFLOW_S3_ENDPOINT_URL"] == "http://s3.example.internal:8333"
+        assert environment["AWS_ACCESS_KEY_ID"] == secret(project, "prod", "S3_ACCESS_KEY") != "minioadmin"
+        assert environment["AWS_SECRET_ACCESS_KEY"] == secret(project, "prod", "S3_SECRET_KEY")
+        assert environment["AWS_DEFAULT_REGION"] == "eu-central-1"
+    assert set(services["mlflow-init"]["depends_on"]) == {"postgres"}
+    assert set(services["mlflow"]["depends_on"]) == {"postgres", "mlflow-init"}
+
+
+def test_compose_refuses_an_external_s3_stack_without_its_secret_key(compose_bin, tmp_path):
+    project = tmp_path / "external-s3"
+    shutil.copytree(EXAMPLES / "external-s3", project)
+    (project / "docker-compose.yml").write_text(yaml.safe_dump(nself_base("demo", with_minio=False)))
+    (project / compose.PATH).write_bytes(build_profile(project)[compose.PATH])
+    secrets = project / ".env.secrets"
+    secrets.write_text("".join(line for line in secrets.read_text().splitlines(True) if "S3_SECRET_KEY" not in line))
+
+    result = subprocess.run(
+        [compose_bin, "-f", project / "docker-compose.yml", "-f", project / compose.PATH,
+         *(arg for name in cascade("prod") for arg in ("--env-file", project / name) if (project / name).exists()),
+         "config", "-q"],
+        capture_output=True, text=True, cwd=project, timeout=60,
+    )
+
+    assert result.returncode != 0
+    assert "S3_SECRET_KEY is not set" in result.stderr
 
 
 # Each accepted way of writing a password, and the value it must reach the

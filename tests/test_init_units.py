@@ -67,6 +67,28 @@ def test_config_lists_every_missing_variable():
     assert "PGUSER" in str(error.value) and "MLFLOW_ARTIFACTS_BUCKET" in str(error.value)
 
 
+def _init_environment(**changes: str) -> dict[str, str]:
+    environment = {
+        "PGHOST": "postgres", "PGUSER": "postgres", "PGPASSWORD": "p", "MLFLOW_DB_NAME": "mlflow",
+        "MLFLOW_DB_USER": "mlflow", "MLFLOW_DB_PASSWORD": "d", "MLFLOW_S3_ENDPOINT_URL": "http://minio:9000",
+        "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "MLFLOW_ARTIFACTS_BUCKET": "mlflow-artifacts",
+        "MLFLOW_INIT_SQL": "/etc/nself-mlflow/mlflow.sql", "MLFLOW_INIT_BUCKET_POLICY": "/etc/nself-mlflow/policy.json",
+        **changes,
+    }
+    return {name: value for name, value in environment.items() if value != "-"}
+
+
+def test_config_reads_the_region_and_defaults_to_us_east_1():
+    assert InitConfig.from_environment(_init_environment()).s3_region == "us-east-1"
+    assert InitConfig.from_environment(_init_environment(AWS_DEFAULT_REGION="eu-central-1")).s3_region == "eu-central-1"
+
+
+def test_without_a_policy_file_init_leaves_the_bucket_policy_alone():
+    """The external S3 case: compose mounts no policy, and the config says so."""
+    assert InitConfig.from_environment(_init_environment(MLFLOW_INIT_BUCKET_POLICY="-")).policy_file is None
+    assert str(InitConfig.from_environment(_init_environment()).policy_file) == "/etc/nself-mlflow/policy.json"
+
+
 class RecordingConnection:
     autocommit = True
 

@@ -203,3 +203,22 @@ def test_the_provider_loads_the_dashboards_folder():
     assert provider["apiVersion"] == 1
     (entry,) = provider["providers"]
     assert entry["type"] == "file" and entry["options"]["path"] == grafana.DASHBOARDS_IN_CONTAINER
+
+
+def test_an_external_s3_gets_no_minio_jobs_alerts_or_row(promtool, tmp_path):
+    """Its store is no MinIO of this stack: a minio scrape job would only ever be down."""
+    files = build_profile(EXAMPLES / "external-s3")
+    scrape = yaml.safe_load(files[prometheus.SCRAPE_PATH])
+    assert [job["job_name"] for job in scrape["scrape_configs"]] == ["mlflow", "mlflow-health"]
+    alerts = {rule["alert"] for group in yaml.safe_load(files[prometheus.RULES_PATH])["groups"]
+              for rule in group["rules"] if "alert" in rule}
+    assert alerts and not alerts & set(prometheus.MINIO_ALERTS)
+    dashboard = json.loads(files[grafana.DASHBOARD_PATH])
+    assert [panel["title"] for panel in dashboard["panels"] if panel["type"] == "row"] == [
+        "Health", "MLflow server", "PostgreSQL", "Containers"]
+    assert not [query for query in panel_queries(dashboard) if "minio" in query]
+    # What is left still loads in Prometheus, rules included.
+    (tmp_path / "rules.yml").write_bytes(files[prometheus.RULES_PATH])
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump({"rule_files": ["rules.yml"], **scrape}))
+    result = run([promtool, "check", "config", "prometheus.yml"], tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -5,6 +5,8 @@ root user bypasses policies: the statement below names one identity, never
 "*", so it can make nothing public. S3 servers that evaluate principals (AWS,
 SeaweedFS) read it as the grant MLflow's identity needs. Applying it on
 every init also replaces any earlier policy that made the bucket public.
+An external S3 (MINIO_ENABLED not true, S3_ENDPOINT elsewhere) gets no
+policy file: that bucket's policy belongs to the service's operator.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ def path(settings: Settings) -> str:
 
 def policy(settings: Settings) -> dict:
     bucket = settings.storage.bucket
-    principal = {"AWS": [f"arn:aws:iam:::user/{settings.storage.root_user}"]}
+    access_key, _secret_variable, _secret = settings.s3_credentials
+    principal = {"AWS": [f"arn:aws:iam:::user/{access_key}"]}
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -51,4 +54,8 @@ def policy(settings: Settings) -> dict:
 
 
 def build(settings: Settings) -> dict[str, bytes]:
+    if settings.external_s3:
+        # Another service's bucket: its operator grants MLflow's key access,
+        # and replacing their policy could revoke other users' grants.
+        return {}
     return {path(settings): to_json(policy(settings))}

@@ -41,6 +41,8 @@ class EnvRef:
 MLFLOW_DB_PASSWORD = EnvRef("MLFLOW_DB_PASSWORD", "run nself build to generate it")
 POSTGRES_PASSWORD = EnvRef("POSTGRES_PASSWORD", "set it in .env.secrets")
 MINIO_ROOT_PASSWORD = EnvRef("MINIO_ROOT_PASSWORD", "set it in .env.secrets")
+S3_SECRET_KEY = EnvRef("S3_SECRET_KEY", "set it in .env.secrets")
+SECRET_REFS = {ref.name: ref for ref in (MINIO_ROOT_PASSWORD, S3_SECRET_KEY)}
 
 
 def _escape(value: Any) -> Any:
@@ -109,11 +111,31 @@ def allowed_hosts(settings: Settings) -> list[str]:
 
 
 def _s3_environment(settings: Settings) -> dict[str, Any]:
+    access_key, secret_variable, _secret = settings.s3_credentials
     return {
         "MLFLOW_S3_ENDPOINT_URL": settings.storage.endpoint.rstrip("/"),
-        "AWS_ACCESS_KEY_ID": settings.storage.root_user,
-        "AWS_SECRET_ACCESS_KEY": MINIO_ROOT_PASSWORD,
+        "AWS_ACCESS_KEY_ID": access_key,
+        "AWS_SECRET_ACCESS_KEY": SECRET_REFS[secret_variable],
+        # boto3 signs with it; MinIO accepts any, AWS and others need theirs.
+        "AWS_DEFAULT_REGION": settings.storage.region,
     }
+
+
+# MLflow 3.x reports usage from the server, its clients and the UI unless one
+# of these is set (mlflow/telemetry/utils.py reads both); 2.x has no telemetry.
+TELEMETRY_OFF = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+
+
+def _telemetry_environment(settings: Settings) -> dict[str, Any]:
+    """Every MLflow container: nothing leaves a self-hosted stack unless MLFLOW_TELEMETRY_ENABLED=true."""
+    return {} if settings.server.telemetry_enabled else dict(TELEMETRY_OFF)
+
+
+def _storage_dependency(settings: Settings) -> dict[str, Any]:
+    """MinIO, when it runs in this stack; an external S3 is no service of the stack."""
+    if settings.external_s3:
+        return {}
+    return {"minio": {"condition": "service_healthy"}}
 
 
 def _healthcheck() -> dict[str, Any]:
@@ -146,6 +168,7 @@ def mlflow_service(settings: Settings, tag: str) -> dict[str, Any]:
             "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": str(POOL_SIZE),
             "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": str(POOL_MAX_OVERFLOW),
             **_s3_environment(settings),
+            **_telemetry_environment(settings),
         },
         "ports": [f"127.0.0.1:{settings.server.port}:{CONTAINER_PORT}"],
         # The seed's production sizing; the memory alert measures against it.
@@ -154,7 +177,7 @@ def mlflow_service(settings: Settings, tag: str) -> dict[str, Any]:
         "healthcheck": _healthcheck(),
         "depends_on": {
             "postgres": {"condition": "service_healthy"},
-            "minio": {"condition": "service_healthy"},
+            **_storage_dependency(settings),
             "mlflow-init": {"condition": "service_completed_successfully"},
         },
         "networks": [network_name(settings)],
@@ -164,6 +187,11 @@ def mlflow_service(settings: Settings, tag: str) -> dict[str, Any]:
 def init_service(settings: Settings, tag: str) -> dict[str, Any]:
     project = settings.stack.project_name
     database = settings.database
+    # An external S3's bucket policy is its operator's: init leaves it alone.
+    policy_environment, policy_volumes = {}, []
+    if not settings.external_s3:
+        policy_environment = {"MLFLOW_INIT_BUCKET_POLICY": f"{INIT_FILES_DIR}/bucket-policy.json"}
+        policy_volumes = [f"./{bucket.path(settings)}:{INIT_FILES_DIR}/bucket-policy.json:ro"]
     return {
         **_image(tag),
         "container_name": f"{project}_mlflow_init",
@@ -183,11 +211,12 @@ def init_service(settings: Settings, tag: str) -> dict[str, Any]:
             "MLFLOW_ARTIFACTS_BUCKET": settings.storage.bucket,
             "MLFLOW_INIT_TIMEOUT": str(INIT_TIMEOUT_SECONDS),
             "MLFLOW_INIT_SQL": f"{INIT_FILES_DIR}/mlflow.sql",
-            "MLFLOW_INIT_BUCKET_POLICY": f"{INIT_FILES_DIR}/bucket-policy.json",
+            **policy_environment,
+            **_telemetry_environment(settings),
         },
         "volumes": [
             f"./{sql.PATH}:{INIT_FILES_DIR}/mlflow.sql:ro",
-            f"./{bucket.path(settings)}:{INIT_FILES_DIR}/bucket-policy.json:ro",
+            *policy_volumes,
         ],
         "labels": {
             "nself.type": "init-container",
@@ -196,7 +225,7 @@ def init_service(settings: Settings, tag: str) -> dict[str, Any]:
         },
         "depends_on": {
             "postgres": {"condition": "service_healthy"},
-            "minio": {"condition": "service_healthy"},
+            **_storage_dependency(settings),
         },
         "networks": [network_name(settings)],
     }
@@ -217,6 +246,7 @@ def gc_service(settings: Settings, tag: str) -> dict[str, Any]:
         # auth is nginx's.
         "MLFLOW_TRACKING_URI": f"http://mlflow:{CONTAINER_PORT}",
         "PGPASSWORD": MLFLOW_DB_PASSWORD,
+        **_telemetry_environment(settings),
     }
     if not settings.storage.serve_artifacts:
         environment.update(_s3_environment(settings))  # gc deletes s3:// artifacts itself

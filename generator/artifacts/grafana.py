@@ -45,6 +45,13 @@ def _panel(kind: str, title: str, targets: list[tuple[str, str]], unit: str, des
 
 
 def sections(settings: Settings) -> list[tuple[str, list[dict[str, Any]]]]:
+    found = _all_sections(settings)
+    if settings.external_s3:  # no MinIO metrics: the store is another service's
+        return [(title, panels) for title, panels in found if title != "MinIO"]
+    return found
+
+
+def _all_sections(settings: Settings) -> list[tuple[str, list[dict[str, Any]]]]:
     database = settings.database.name
     bucket = settings.storage.bucket
     container = mlflow_container(settings)

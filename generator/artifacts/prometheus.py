@@ -27,6 +27,9 @@ MLFLOW_JOB = "mlflow"
 HEALTH_JOB = "mlflow-health"
 BUCKET_JOB = "mlflow-minio"
 BLACKBOX_ADDRESS = "mlflow-blackbox:9115"
+# Alerts on MinIO's own metrics: left out with an external S3, which has neither
+# these metrics nor a minio scrape target (its operator monitors it).
+MINIO_ALERTS = ("MLflowArtifactBucketLarge", "MLflowMinioCapacityLow")
 GIB = 1024**3
 
 
@@ -73,6 +76,13 @@ def _alert(name: str, expr: str, duration: str, severity: str, summary: str, des
 
 
 def alerts(settings: Settings) -> list[dict[str, Any]]:
+    found = _all_alerts(settings)
+    if settings.external_s3:
+        return [alert for alert in found if alert["alert"] not in MINIO_ALERTS]
+    return found
+
+
+def _all_alerts(settings: Settings) -> list[dict[str, Any]]:
     monitoring = settings.monitoring
     database = settings.database.name
     bucket = settings.storage.bucket
@@ -172,9 +182,10 @@ def rules(settings: Settings) -> dict[str, Any]:
 
 
 def scrape_configs(settings: Settings) -> dict[str, Any]:
-    """Jobs nself's monitoring bundle lacks: MLflow itself, its /health, and MinIO's bucket metrics."""
+    """Jobs nself's monitoring bundle lacks: MLflow itself, its /health, and MinIO's bucket metrics
+    (not with an external S3: it is no MinIO of this stack)."""
     scheme, minio = settings.storage.endpoint.rstrip("/").split("://", 1)
-    return {
+    jobs = {
         "scrape_configs": [
             {
                 # Inside the Docker network: through nginx, /metrics would answer 401 under auth.
@@ -209,6 +220,9 @@ def scrape_configs(settings: Settings) -> dict[str, Any]:
             },
         ]
     }
+    if settings.external_s3:
+        jobs["scrape_configs"] = [job for job in jobs["scrape_configs"] if not job["job_name"].startswith(BUCKET_JOB)]
+    return jobs
 
 
 def build(settings: Settings) -> dict[str, bytes]:

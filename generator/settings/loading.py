@@ -45,6 +45,7 @@ MLFLOW_CLIENT_VARIABLES = frozenset(
         "MLFLOW_HTTP_REQUEST_TIMEOUT",
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR",
+        "MLFLOW_DISABLE_TELEMETRY",
     }
 )
 
@@ -89,7 +90,10 @@ def load_settings(project_env: ProjectEnv) -> Settings:
                 name = str(detail["loc"][0])
                 problems.setdefault(name, _describe(name, detail, project_env, hidden))
 
+    external_s3 = _external_s3(values)
     for name, reason in _REQUIRED_WHEN_ENABLED.items():
+        if name == "MINIO_ROOT_PASSWORD" and not _signs_with_minio_root(values):
+            continue
         if name not in problems and not values[name]:
             problems[name] = f"{name}: is required when MLFLOW_ENABLED=true ({reason}); set it in {SECRETS_FILE}"
 
@@ -101,15 +105,17 @@ def load_settings(project_env: ProjectEnv) -> Settings:
                 problems[name] = problem
 
     problems.update(_cross_checks(values, problems, hidden))
+    problems.update(_s3_key_checks(values, problems, external_s3))
 
     if problems:
         raise SettingsError([problems[name] for name in sorted(problems)])
 
     storage: StorageSettings = built["storage"]  # type: ignore[assignment]
-    minio_auto_enabled = not storage.minio_enabled
+    minio_auto_enabled = not storage.minio_enabled and not external_s3
     settings = Settings(
         **built,  # type: ignore[arg-type]
         minio_auto_enabled=minio_auto_enabled,
+        external_s3=external_s3,
     )
     if minio_auto_enabled:
         settings = settings.model_copy(update={"storage": storage.model_copy(update={"minio_enabled": True})})
@@ -253,6 +259,47 @@ def _cross_checks(values: dict[str, str], problems: dict[str, str], hidden: froz
         if unsupported and not override:
             found["MLFLOW_VERSION"] = f"MLFLOW_VERSION: {unsupported}; set MLFLOW_VERSION_UNSUPPORTED_OK=true to try it anyway"
     return found
+
+
+BUNDLED_S3_ENDPOINT = "http://minio:9000"
+
+
+def _external_s3(values: dict[str, str]) -> bool:
+    """MINIO_ENABLED is not true and S3_ENDPOINT names another service: MLflow then runs no MinIO."""
+    minio_enabled = values["MINIO_ENABLED"].strip().lower() in ("true", "yes", "1")
+    return not minio_enabled and values["S3_ENDPOINT"].strip().rstrip("/") != BUNDLED_S3_ENDPOINT
+
+
+def _signs_with_minio_root(values: dict[str, str]) -> bool:
+    """The MinIO MLflow adds always needs its root password; another store only without S3_ACCESS_KEY."""
+    minio_enabled = values["MINIO_ENABLED"].strip().lower() in ("true", "yes", "1")
+    if _external_s3(values):
+        return False
+    return not minio_enabled or not values["S3_ACCESS_KEY"].strip()
+
+
+def _s3_key_checks(values: dict[str, str], problems: dict[str, str], external_s3: bool) -> dict[str, str]:
+    """S3_ACCESS_KEY and S3_SECRET_KEY come as a pair; an external S3 needs them (MinIO's root keys
+    are never sent to another service, and MINIO_ROOT_USER has a default)."""
+    found: dict[str, str] = {}
+    access_key, secret_key = values["S3_ACCESS_KEY"].strip(), values["S3_SECRET_KEY"]
+    if external_s3:
+        why = (
+            f"is required with an external S3 (S3_ENDPOINT is not {BUNDLED_S3_ENDPOINT} and MINIO_ENABLED is not "
+            "true), because MLflow never signs with MinIO's root keys there"
+        )
+        if not access_key:
+            found["S3_ACCESS_KEY"] = f"S3_ACCESS_KEY: {why}; set it in .env"
+        if not secret_key:
+            found["S3_SECRET_KEY"] = f"S3_SECRET_KEY: {why}; set it in {SECRETS_FILE}"
+    elif access_key and not secret_key:
+        found["S3_SECRET_KEY"] = f"S3_SECRET_KEY: is required when S3_ACCESS_KEY is set; set it in {SECRETS_FILE}"
+    elif secret_key and not access_key:
+        found["S3_ACCESS_KEY"] = (
+            "S3_ACCESS_KEY: is required when S3_SECRET_KEY is set; accepted: the access key that goes with it, "
+            "or neither, to use MinIO's root keys"
+        )
+    return {name: problem for name, problem in found.items() if name not in problems}
 
 
 def require_enabled(project_env: ProjectEnv) -> None:

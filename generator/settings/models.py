@@ -84,6 +84,11 @@ class ServerSettings(_Section):
     ] = setting(
         "MLFLOW_MEMORY_LIMIT", "2g", "the `mlflow` container's `mem_limit` (the seed's production sizing): `512m`, `4g`…"
     )
+    telemetry_enabled: Boolean = setting(
+        "MLFLOW_TELEMETRY_ENABLED",
+        "false",
+        "`false` gives every MLflow container `MLFLOW_DISABLE_TELEMETRY=true` and `DO_NOT_TRACK=true`; see [Telemetry](#telemetry)",
+    )
 
 
 class DatabaseSettings(_Section):
@@ -127,12 +132,20 @@ class StorageSettings(_Section):
     serve_artifacts: Boolean = setting(
         "MLFLOW_SERVE_ARTIFACTS", "true", "proxy artifacts through the server: clients never need S3 credentials"
     )
-    minio_enabled: Boolean = setting("MINIO_ENABLED", "false", "turned on automatically for MLflow (see below)")
+    minio_enabled: Boolean = setting(
+        "MINIO_ENABLED",
+        "false",
+        "`true`: nself runs MinIO. Otherwise MLflow turns MinIO on, unless `S3_ENDPOINT` names an external S3 "
+        "(see [Artifact storage](#artifact-storage-minio-or-an-external-s3))",
+    )
     root_user: Annotated[
         str, _text(r"[A-Za-z0-9._@+=-]{3,128}", "must be a MinIO access key; accepted: 3-128 letters, digits or ._@+=-")
-    ] = setting("MINIO_ROOT_USER", "minioadmin", "the S3 access key MLflow and `mlflow-init` use")
+    ] = setting("MINIO_ROOT_USER", "minioadmin", "the S3 access key MLflow and `mlflow-init` use when `S3_ACCESS_KEY` is not set")
     root_password: Password = setting(
-        "MINIO_ROOT_PASSWORD", "", "required: the S3 secret key MLflow and `mlflow-init` use"
+        "MINIO_ROOT_PASSWORD",
+        "",
+        "required with MinIO: the S3 secret key MLflow and `mlflow-init` use when `S3_ACCESS_KEY` is not set; "
+        "not needed with an external S3, nor with nself's MinIO and `S3_ACCESS_KEY`",
     )
     minio_version: Annotated[
         str,
@@ -145,7 +158,30 @@ class StorageSettings(_Section):
     minio_console_port: Port = setting("MINIO_CONSOLE_PORT", "9001", "MinIO's console port")
     endpoint: Annotated[
         str, _text(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?", "must be an http(s) URL such as http://minio:9000")
-    ] = setting("S3_ENDPOINT", "http://minio:9000", "the S3 endpoint MLflow and `mlflow-init` use")
+    ] = setting(
+        "S3_ENDPOINT",
+        "http://minio:9000",
+        "the S3 endpoint MLflow and `mlflow-init` use; another than `http://minio:9000` with `MINIO_ENABLED` not true "
+        "is an external S3 (see [Artifact storage](#artifact-storage-minio-or-an-external-s3))",
+    )
+    access_key: Annotated[
+        str,
+        _text(
+            r"([A-Za-z0-9._@+=-]{3,128})?",
+            "must be an S3 access key; accepted: 3-128 letters, digits or ._@+=-, or empty to use MINIO_ROOT_USER",
+        ),
+    ] = setting("S3_ACCESS_KEY", "", "the S3 access key; empty: `MINIO_ROOT_USER` (required with an external S3)")
+    # Issued by the S3 service: any printable value.
+    secret_key: Annotated[SecretStr | None, BeforeValidator(rules.password(1))] = setting(
+        "S3_SECRET_KEY", "", "the S3 secret key, with `S3_ACCESS_KEY`; empty: `MINIO_ROOT_PASSWORD`"
+    )
+    region: Annotated[
+        str,
+        _text(
+            r"[a-z0-9][a-z0-9_-]{0,62}",
+            "must be an S3 region name; accepted: lowercase letters, digits, '-' and '_', such as us-east-1",
+        ),
+    ] = setting("S3_REGION", "us-east-1", "the region requests are signed for and a missing bucket is created in")
 
 
 class ProxySettings(_Section):
@@ -230,6 +266,23 @@ class Settings(_Section):
     gc: GcSettings
     monitoring: MonitoringSettings
     minio_auto_enabled: bool
+    external_s3: bool = False
+
+    @property
+    def s3_credentials(self) -> tuple[str, str, SecretStr | None]:
+        """(access key, the variable holding the secret key, its value): S3_ACCESS_KEY/S3_SECRET_KEY
+        when set, otherwise MinIO's root keys (never with an external S3: load_settings refuses)."""
+        storage = self.storage
+        if storage.access_key:
+            return storage.access_key, "S3_SECRET_KEY", storage.secret_key
+        return storage.root_user, "MINIO_ROOT_PASSWORD", storage.root_password
+
+    @property
+    def s3_endpoint_from_host(self) -> str:
+        """The store as seen from the nself host: MinIO's published port, or the external endpoint."""
+        if self.external_s3:
+            return self.storage.endpoint.rstrip("/")
+        return f"http://localhost:{self.storage.minio_port}"
 
     @property
     def public_host(self) -> str:

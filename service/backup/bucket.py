@@ -78,7 +78,7 @@ class Bucket:
                        Delete={"Objects": batch, "Quiet": True})
 
 
-def s3_bucket(endpoint: str, access_key: str, secret_key: str, name: str) -> Bucket:
+def s3_bucket(endpoint: str, access_key: str, secret_key: str, name: str, region: str = "us-east-1") -> Bucket:
     try:
         import boto3
         from botocore.config import Config
@@ -86,7 +86,7 @@ def s3_bucket(endpoint: str, access_key: str, secret_key: str, name: str) -> Buc
         raise BackupError("boto3 is not installed here; install nself-mlflow[init]") from None
     client = boto3.client(
         "s3", endpoint_url=endpoint, aws_access_key_id=access_key, aws_secret_access_key=secret_key,
-        region_name="us-east-1",
+        region_name=region,
         config=Config(s3={"addressing_style": "path"}, connect_timeout=10, read_timeout=300,
                       retries={"max_attempts": 3, "mode": "standard"}),
     )

@@ -15,8 +15,10 @@ import os
 import re
 import shutil
 import signal
+import socketserver
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -36,6 +38,63 @@ CLIENTS = Path(__file__).resolve().parent / "clients"
 RESOLVER = Path(__file__).resolve().parent / "resolver"  # maps the public host to loopback
 # Service names that exist only on the compose network.
 CONTAINER_ADDRESS = re.compile(r"\b(postgres|minio|mlflow|mlflow-blackbox):\d+")
+# What a user's training script sets, as the README says, so its MLflow client
+# reports nothing either.
+CLIENT_TELEMETRY_OFF = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+
+
+class OutboundRecorder:
+    """Stands where an HTTP proxy would, so every attempt to leave the stack is seen.
+
+    Every process of the stack gets it as HTTP_PROXY and HTTPS_PROXY, with
+    loopback and the stack's own names exempt. A request that arrives here was
+    meant for the outside (MLflow's telemetry, say): its request line is
+    written down and it is refused with 403. Nothing is ever forwarded.
+    """
+
+    def __init__(self) -> None:
+        self.requests: list[str] = []
+        recorder = self
+
+        class Refuse(socketserver.StreamRequestHandler):
+            timeout = 5
+
+            def handle(self) -> None:
+                try:
+                    first = self.rfile.readline(8192).decode("latin-1").strip()
+                    while self.rfile.readline(8192).strip():
+                        pass
+                except OSError:
+                    return
+                recorder.requests.append(first)
+                self.wfile.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+        class Server(socketserver.ThreadingTCPServer):
+            daemon_threads = True
+
+        self.server = Server(("127.0.0.1", 0), Refuse)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def hosts(self) -> set[str]:
+        """The hosts the recorded requests were for: `CONNECT host:443` or `GET http://host/…`."""
+        found = set()
+        for line in self.requests:
+            target = line.split(" ")[1] if line.count(" ") >= 2 else line
+            found.add(re.sub(r"^[a-z]+://", "", target).split("/")[0].rsplit(":", 1)[0])
+        return found
+
+    def environment(self, *direct: str) -> dict[str, str]:
+        bypass = ",".join(["127.0.0.1", "localhost", *direct])
+        return {"HTTP_PROXY": self.url, "HTTPS_PROXY": self.url, "http_proxy": self.url, "https_proxy": self.url,
+                "NO_PROXY": bypass, "no_proxy": bypass}
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def _kill_group(process: subprocess.Popen, grace: float = 15) -> None:
@@ -61,6 +120,12 @@ class Stack:
     pg: PostgresServer
     s3: SeaweedS3
     venv: Path
+    # The S3 address on the compose network that stands for self.s3 (MinIO's);
+    # None when the store is an external S3 reached by a name in `hosts`.
+    s3_address: str | None = "http://minio:9000"
+    # Names the services resolve to loopback, as DNS would (an external S3's).
+    hosts: dict[str, str] = field(default_factory=dict)
+    outbound: OutboundRecorder = field(default_factory=OutboundRecorder)
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="nself-mlflow-e2e-")))
     mlflow_port: int = field(default_factory=free_port)
     mlflow_process: subprocess.Popen | None = None
@@ -78,7 +143,8 @@ class Stack:
         return yaml.safe_load((self.out / compose_artifact.PATH).read_text())["services"]
 
     def localize(self, text: str) -> str:
-        text = text.replace("http://minio:9000", self.s3.endpoint)
+        if self.s3_address:
+            text = text.replace(self.s3_address, self.s3.endpoint)
         text = text.replace("postgres:5432", f"127.0.0.1:{self.pg.port}")
         text = text.replace("mlflow:5000", f"127.0.0.1:{self.mlflow_port}")
         assert not CONTAINER_ADDRESS.search(text), f"an address the harness does not map: {text!r}"
@@ -101,7 +167,18 @@ class Stack:
             "HOME": str(self.root),
             "LANG": "C.UTF-8",
             "PYTHONPATH": str(self.out / "mlflow"),
+            **self.hosts_environment(),
+            **self.outbound.environment(*self.hosts),
             **self.environment(service),
+        }
+
+    def hosts_environment(self, pythonpath: str | None = None) -> dict[str, str]:
+        """Resolve self.hosts to loopback in a Python process (the resolver is a sitecustomize)."""
+        if not self.hosts:
+            return {}
+        return {
+            "PYTHONPATH": os.pathsep.join([pythonpath or str(self.out / "mlflow"), str(RESOLVER)]),
+            "NSELF_TEST_HOSTS": ",".join(f"{name}={address}" for name, address in self.hosts.items()),
         }
 
     # -- mlflow-init -------------------------------------------------------
@@ -125,12 +202,14 @@ class Stack:
         argv[argv.index(tmpfs)] = str(metrics_dir)
         return argv
 
-    def start_mlflow(self, timeout: float = 180) -> None:
+    def start_mlflow(self, timeout: float = 180, without: tuple[str, ...] = ()) -> None:
+        """The mlflow service (`without`: drop variables from its environment)."""
         # A fresh directory, as the tmpfs is empty at every container start.
         metrics_dir = Path(tempfile.mkdtemp(prefix="metrics-", dir=self.root))
         log = open(self.root / "mlflow.log", "ab")
+        environment = {key: value for key, value in self.process_environment("mlflow").items() if key not in without}
         self.mlflow_process = subprocess.Popen(
-            self.server_argv(metrics_dir), env=self.process_environment("mlflow"), cwd=self.root,
+            self.server_argv(metrics_dir), env=environment, cwd=self.root,
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         deadline = time.monotonic() + timeout
@@ -200,6 +279,8 @@ class Stack:
             "MLFLOW_TRACKING_USERNAME": username,
             "MLFLOW_TRACKING_PASSWORD": password,
             "MLFLOW_TRACKING_SERVER_CERT_PATH": str(self.nginx.ca_file),
+            **CLIENT_TELEMETRY_OFF,
+            **self.outbound.environment(self.public_host),
             **self.resolver_environment(),
         }
 
@@ -229,4 +310,5 @@ class Stack:
         self.stop_mlflow()
         if self.nginx is not None:
             self.nginx.stop()
+        self.outbound.stop()
         shutil.rmtree(self.root, ignore_errors=True)

@@ -12,7 +12,7 @@ from botocore.client import BaseClient
 from botocore.config import Config
 from botocore.exceptions import ClientError, ParamValidationError
 
-from init.config import InitConfig
+from init.config import DEFAULT_REGION, InitConfig
 from init.psqlscript import StepResult
 from init.wait import until_deadline
 
@@ -32,7 +32,7 @@ def client(config: InitConfig, timeout: float) -> BaseClient:
         endpoint_url=config.s3_endpoint,
         aws_access_key_id=config.s3_access_key,
         aws_secret_access_key=config.s3_secret_key,
-        region_name="us-east-1",
+        region_name=config.s3_region,
         config=Config(
             connect_timeout=timeout,
             read_timeout=timeout,
@@ -64,8 +64,11 @@ def ensure_bucket(s3: BaseClient, config: InitConfig, exists: bool) -> StepResul
     name = f"bucket {config.bucket}"
     if exists:
         return StepResult(name, "unchanged")
+    # us-east-1 is S3's default location and must not be named; any other is.
+    location = {} if config.s3_region == DEFAULT_REGION else {
+        "CreateBucketConfiguration": {"LocationConstraint": config.s3_region}}
     try:
-        s3.create_bucket(Bucket=config.bucket)
+        s3.create_bucket(Bucket=config.bucket, **location)
     except ClientError as error:
         # Another init created it between our check and our create.
         if _code(error) in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
@@ -113,6 +116,7 @@ def _describe(error: Exception) -> str:
     if isinstance(error, ClientError):
         code = _code(error)
         if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-            return f"access denied ({code}); check MINIO_ROOT_USER and MINIO_ROOT_PASSWORD"
+            return (f"access denied ({code}); check S3_ACCESS_KEY and S3_SECRET_KEY, or without them "
+                    "MINIO_ROOT_USER and MINIO_ROOT_PASSWORD")
         return f"{code}: {error.response.get('Error', {}).get('Message', '')}".strip()
     return str(error).splitlines()[0] if str(error) else type(error).__name__

@@ -10,6 +10,9 @@ from pathlib import Path
 from typing import Mapping
 
 
+DEFAULT_REGION = "us-east-1"
+
+
 class ConfigError(Exception):
     """A missing or malformed variable; exit code 2."""
 
@@ -29,8 +32,10 @@ class InitConfig:
     s3_secret_key: str
     bucket: str
     sql_file: Path
-    policy_file: Path
+    # None for an external S3, whose bucket policy belongs to its operator.
+    policy_file: Path | None
     timeout: float
+    s3_region: str = DEFAULT_REGION
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] = os.environ) -> "InitConfig":
@@ -58,8 +63,9 @@ class InitConfig:
             s3_secret_key=environ["AWS_SECRET_ACCESS_KEY"],
             bucket=environ["MLFLOW_ARTIFACTS_BUCKET"],
             sql_file=Path(environ["MLFLOW_INIT_SQL"]),
-            policy_file=Path(environ["MLFLOW_INIT_BUCKET_POLICY"]),
+            policy_file=Path(environ["MLFLOW_INIT_BUCKET_POLICY"]) if environ.get("MLFLOW_INIT_BUCKET_POLICY") else None,
             timeout=timeout,
+            s3_region=environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION,
         )
 
 
@@ -75,5 +81,4 @@ _REQUIRED = (
     "AWS_SECRET_ACCESS_KEY",
     "MLFLOW_ARTIFACTS_BUCKET",
     "MLFLOW_INIT_SQL",
-    "MLFLOW_INIT_BUCKET_POLICY",
 )
