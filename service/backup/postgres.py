@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import os
 import re
+import signal
 import subprocess
 import threading
 from dataclasses import dataclass, field
@@ -154,10 +155,16 @@ def restore_database(postgres: PostgresTools, stream: IO[bytes], counter: BytePr
             pass  # pg_restore stopped early: its exit code and psql's say why
         restore.wait()
         if restore.returncode != 0:
+            if restore.returncode == -signal.SIGPIPE:
+                # psql stopped at an error first and closed the pipe: its reason is the one to report,
+                # once it has ended (it may still be writing it).
+                try:
+                    psql.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    pass
             if psql.poll() is None:
                 raise BackupError(f"{postgres.where}: pg_restore failed (exit code {restore.returncode}): "
                                   f"{restore_errors.reason()}; the database is unchanged")
-            # psql stopped at an error first, and pg_restore died of the closed pipe.
             raise BackupError(f"{postgres.where}: restoring the dump failed: {psql_errors.reason()}; "
                               "the database is unchanged")
         try:
