@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from generator.artifacts import bucket, image, sql
+from generator.artifacts import bucket, image, serving, sql
 from generator.render import to_yaml
 from generator.settings import Settings
 from generator.versions import checks_host_header, uses_uvicorn
@@ -14,6 +14,7 @@ PATH = "docker-compose.mlflow.yml"
 SOURCE = "generator/artifacts/compose.py"
 
 CONTAINER_PORT = 5000
+TRACKING_URI = f"http://mlflow:{CONTAINER_PORT}"  # the server as the other services see it
 METRICS_DIR = "/run/mlflow-metrics"
 # gunicorn's default 30 s kills large artifact uploads and slow searches.
 GUNICORN_OPTS = "--timeout 600 --graceful-timeout 30"
@@ -215,7 +216,7 @@ def gc_service(settings: Settings, tag: str) -> dict[str, Any]:
         # server; without this gc fails on the 'file' scheme and deletes
         # nothing. Inside the network the server needs no credentials: basic
         # auth is nginx's.
-        "MLFLOW_TRACKING_URI": f"http://mlflow:{CONTAINER_PORT}",
+        "MLFLOW_TRACKING_URI": TRACKING_URI,
         "PGPASSWORD": MLFLOW_DB_PASSWORD,
     }
     if not settings.storage.serve_artifacts:
@@ -277,7 +278,7 @@ def blackbox_service(settings: Settings) -> dict[str, Any]:
     }
 
 
-def build(settings: Settings, image_files: dict[str, bytes]) -> dict[str, bytes]:
+def build(settings: Settings, image_files: dict[str, bytes], serving_files: dict[str, bytes]) -> dict[str, bytes]:
     tag = image.image_tag(settings, image_files)
     services: dict[str, Any] = {
         "mlflow": mlflow_service(settings, tag),
@@ -286,6 +287,7 @@ def build(settings: Settings, image_files: dict[str, bytes]) -> dict[str, bytes]
     document: dict[str, Any] = {"services": services}
     if settings.gc.enabled:
         services["mlflow-gc"] = gc_service(settings, tag)
+    services.update(serving.services(settings, network_name(settings), TRACKING_URI, serving_files))
     if settings.monitoring.enabled:
         services["mlflow-blackbox"] = blackbox_service(settings)
     if settings.minio_auto_enabled:

@@ -64,9 +64,9 @@ def build(settings: Settings) -> dict[str, bytes]:
     return {f"{BUILD_CONTEXT}/Dockerfile": dockerfile, **init_sources()}
 
 
-def image_tag(settings: Settings, context_files: dict[str, bytes]) -> str:
+def image_tag(settings: Settings, context_files: dict[str, bytes], name: str = "mlflow") -> str:
     """A tag that changes whenever the build context does, so compose rebuilds."""
     digest = hashlib.sha256()
     for path in sorted(context_files):
         digest.update(path.encode() + b"\0" + context_files[path] + b"\0")
-    return f"{settings.stack.project_name}-mlflow:{settings.server.version}-{digest.hexdigest()[:12]}"
+    return f"{settings.stack.project_name}-{name}:{settings.server.version}-{digest.hexdigest()[:12]}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from passlib.hash import bcrypt, sha256_crypt, sha512_crypt
 
+from generator.artifacts import serving
 from generator.artifacts.compose import CONTAINER_PORT
 from generator.render import render_template
 from generator.settings import Settings
@@ -55,6 +56,12 @@ def vhost(settings: Settings) -> bytes:
         upstream=f"mlflow:{CONTAINER_PORT}",
         legacy_endpoints=LEGACY_ENDPOINTS,
         legacy_max_results=LEGACY_MAX_RESULTS,
+        serving_endpoints=[
+            {"reference": reference.text, "service": serving.service_name(reference),
+             "path": serving.public_path(reference),
+             "upstream": f"{serving.service_name(reference)}:{serving.SCORING_PORT}"}
+            for reference in settings.serving.models
+        ],
     )
 
 
