@@ -75,7 +75,11 @@ class Stack:
 
     @property
     def services(self) -> dict:
-        return yaml.safe_load((self.out / compose_artifact.PATH).read_text())["services"]
+        return self.services_of(self.out)
+
+    @staticmethod
+    def services_of(out: Path) -> dict:
+        return yaml.safe_load((out / compose_artifact.PATH).read_text())["services"]
 
     def localize(self, text: str) -> str:
         text = text.replace("http://minio:9000", self.s3.endpoint)
