@@ -371,6 +371,95 @@ def _progress():
     return report
 
 
+# -- model serving -------------------------------------------------------------------
+
+serve_app = typer.Typer(no_args_is_help=True, help="The model endpoints of MLFLOW_SERVE_MODELS: status, reload, requirements.")
+app.add_typer(serve_app, name="serve")
+
+
+def _served_references(project):
+    references = project.settings.serving.models
+    if not references:
+        raise UserError("MLFLOW_SERVE_MODELS: no model is served in this project; set it to NAME@ALIAS, "
+                        "NAME/STAGE or NAME/VERSION references")
+    return references
+
+
+def _pick(references, slug: str | None):
+    if slug is None:
+        return references
+    chosen = [reference for reference in references if reference.slug == slug]
+    if not chosen:
+        raise UserError(f"{slug!r}: no endpoint of that name; accepted: {', '.join(r.slug for r in references)}")
+    return chosen
+
+
+@serve_app.command("status")
+def serve_status(
+    project_dir: ProjectDirOption = Path("."),
+    env: EnvOption = None,
+    url: UrlOption = None,
+    ca_file: CaFileOption = None,
+    insecure: InsecureOption = False,
+    as_json: JsonOption = False,
+    out: OutDirOption = None,
+) -> None:
+    """Each endpoint: its reference, the version it serves (its log line), the version the reference names now,
+    and its health. Exit 1 if any endpoint is unhealthy, failed or stale."""
+    from service import serving
+
+    project = load_project(project_dir, env)
+    references = _served_references(project)
+    reachable, reason = docker_reachable()
+    compose_project = project.compose(out) if reachable else None
+    states = serving.endpoint_states(references, project.api(url, ca_file, insecure), compose_project)
+    if as_json:
+        typer.echo(serving.states_as_json(states))
+    else:
+        if compose_project is None:
+            typer.echo(f"containers: unknown, {reason}: the version served and the health need docker")
+        print_table(["ENDPOINT", "REFERENCE", "SERVING", "RESOLVES TO", "HEALTH", "PROBLEMS"],
+                    [[state.service, state.reference.text, state.serving or "-", state.resolves_to or "-",
+                      state.health, "; ".join(state.problems) or "-"] for state in states])
+    raise typer.Exit(1 if any(state.problems for state in states) else 0)
+
+
+@serve_app.command("reload")
+def serve_reload(
+    slug: Annotated[Optional[str], typer.Argument(help="One endpoint (its slug); default: every endpoint.")] = None,
+    project_dir: ProjectDirOption = Path("."),
+    env: EnvOption = None,
+    out: OutDirOption = None,
+) -> None:
+    """Serve what each reference names now: a new container starts and becomes healthy before the old one stops."""
+    from service import serving
+
+    project = load_project(project_dir, env)
+    chosen = _pick(_served_references(project), slug)
+    compose.require_docker()
+    for reference in chosen:
+        typer.echo(serving.reload_endpoint(project.compose(out), reference, typer.echo))
+
+
+@serve_app.command("requirements")
+def serve_requirements(
+    reference: Annotated[str, typer.Argument(help="NAME@ALIAS, NAME/STAGE or NAME/VERSION.")],
+    project_dir: ProjectDirOption = Path("."),
+    env: EnvOption = None,
+    url: UrlOption = None,
+    ca_file: CaFileOption = None,
+    insecure: InsecureOption = False,
+) -> None:
+    """Print the requirements.txt the model version was logged with, to pin them in MLFLOW_SERVE_PIP_PACKAGES."""
+    from service import serving
+
+    parsed = serving.parse_reference(reference)
+    project = load_project(project_dir, env)
+    version, text = serving.requirements_text(project.api(url, ca_file, insecure), parsed)
+    typer.echo(f"# {parsed.text}: version {version}", err=True)
+    typer.echo(text, nl=not text.endswith("\n"))
+
+
 # -- backup, restore and db-dump ---------------------------------------------------
 
 DirectOption = Annotated[bool, typer.Option(

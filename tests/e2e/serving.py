@@ -20,6 +20,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -208,3 +209,53 @@ class Serving:
         if self.nginx is not None:
             self.nginx.stop()
         self.names.stop()
+
+    def reload(self, service: str, resolver_valid: float) -> Endpoint:
+        """What `service serve reload` does with docker, with processes: start a second process of the
+        service, wait until it answers /ping and nginx's resolver has seen it, then stop the old one."""
+        old = list(self.endpoints[service])
+        replacement = self.add_process(service)
+        if not replacement.wait_ready():
+            raise RuntimeError(f"the new {service} ended:\n{replacement.log_text()[-3000:]}")
+        self.publish(service)  # Docker's DNS lists a container once it runs
+        time.sleep(resolver_valid + 2)
+        for endpoint in old:
+            endpoint.stop()
+            self.endpoints[service].remove(endpoint)
+        self.publish(service)
+        return replacement
+
+
+@dataclass
+class Load:
+    """Clients sending predictions through nginx for as long as it runs; every answer is recorded."""
+
+    send: Callable[[], int]
+    clients: int = 4
+    statuses: list[int] = field(default_factory=list)
+    running: bool = True
+    threads: list[threading.Thread] = field(default_factory=list)
+
+    def __enter__(self) -> "Load":
+        for _ in range(self.clients):
+            thread = threading.Thread(target=self._loop, daemon=True)
+            thread.start()
+            self.threads.append(thread)
+        return self
+
+    def _loop(self) -> None:
+        deadline = time.monotonic() + 600  # bounded, whatever happens to the test
+        while self.running and time.monotonic() < deadline:
+            try:
+                self.statuses.append(self.send())
+            except OSError:
+                self.statuses.append(0)
+
+    def __exit__(self, *exc) -> None:
+        self.running = False
+        for thread in self.threads:
+            thread.join(120)
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for status in self.statuses if status != 200)

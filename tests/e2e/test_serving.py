@@ -21,8 +21,11 @@ import urllib.request
 
 import pytest
 
+from generator.artifacts import nginx as nginx_artifact
+from tests.conftest import ROOT
 from tests.e2e.conftest import build_out
-from tests.e2e.serving import Serving
+from tests.e2e.serving import Load, Serving
+from tests.test_service_commands import FAKE_DOCKER
 
 REFERENCES = "production-classifier@champion,production-classifier/Production,no-such-model@champion"
 SERVED = ["production-classifier-champion", "production-classifier-production"]
@@ -37,6 +40,7 @@ def serving(stack, seeded, e2e_project, image_python_venv, tmp_path_factory):
         env.write(f"MLFLOW_SERVE_MODELS={REFERENCES}\n")
     out = build_out(project, project.parent / "out")
     running = Serving(stack, out, image_python_venv)
+    running.project = project
     try:
         yield running.start()
     finally:
@@ -167,3 +171,94 @@ def test_an_endpoint_keeps_serving_while_the_tracking_server_restarts(serving, s
             assert status == 200 and predictions(answer) == seeded["tracking"]["predictions"]
     finally:
         serving.stack.start_mlflow()
+
+
+# -- the operator's commands -------------------------------------------------------
+
+def service_command(serving, *args: str, docker_answers=None, tmp_path=None):
+    """`python -m generator service serve …` against the live tracking server; docker, which cannot run
+    here, is the recording stand-in, answering `compose logs` with the endpoints' real logs."""
+    import os
+    import subprocess
+    import sys
+
+    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if docker_answers is not None:
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir(exist_ok=True)
+        (bin_dir / "docker").write_text(FAKE_DOCKER.format(python=sys.executable))
+        (bin_dir / "docker").chmod(0o755)
+        environment.update(PATH=f"{bin_dir}:/usr/bin:/bin", FAKE_DOCKER_LOG=str(tmp_path / "docker.log"),
+                           FAKE_DOCKER_ANSWERS=json.dumps(docker_answers))
+    return subprocess.run([sys.executable, "-m", "generator", "service", "serve", *args,
+                           "--project-dir", str(serving.project), "--url", serving.stack.mlflow_url],
+                          env=environment, capture_output=True, text=True, timeout=120)
+
+
+def docker_answers(serving) -> list:
+    answers = []
+    for service, endpoints in serving.endpoints.items():
+        running = [endpoint for endpoint in endpoints if endpoint.process.poll() is None]
+        state = {"Service": service, "State": "running", "Health": "healthy"} if running else \
+            {"Service": service, "State": "restarting", "Health": ""}
+        answers.append([f"logs --no-color --no-log-prefix {service}", "".join(e.log_text() for e in endpoints)])
+        answers.append([f"ps --format json {service}", json.dumps(state) + "\n"])
+    return answers
+
+
+def test_serve_requirements_prints_the_logged_requirements(serving, seeded):
+    result = service_command(serving, "requirements", "production-classifier@champion")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == f"# production-classifier@champion: version {seeded['registry']['version']}"
+    names = [line.split("==")[0] for line in result.stdout.splitlines()]
+    assert "mlflow" in names and "scikit-learn" in names, result.stdout
+    missing = service_command(serving, "requirements", "no-such-model@champion")
+    assert missing.returncode == 1 and missing.stderr.strip() == \
+        "Error: no-such-model@champion: names no model version in the registry"
+
+
+def test_serve_status_names_what_each_endpoint_serves_and_which_failed(serving, seeded, tmp_path):
+    result = service_command(serving, "status", "--json", docker_answers=docker_answers(serving), tmp_path=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr  # the missing reference
+    states = {state["endpoint"]: state for state in json.loads(result.stdout)}
+    version = seeded["registry"]["version"]
+    for slug in SERVED:
+        assert states[f"mlflow-serve-{slug}"]["serving"] == version
+        assert states[f"mlflow-serve-{slug}"]["resolves_to"] == version
+        assert states[f"mlflow-serve-{slug}"]["problems"] == []
+    missing = states[f"mlflow-serve-{MISSING}"]
+    assert missing["serving"] is None and missing["resolves_to"] is None
+    assert missing["problems"][0].startswith("failed: ") and "restarting" in missing["problems"]
+
+
+def test_moving_the_alias_then_reload_serves_the_new_version_without_a_failed_request(serving, seeded, tmp_path):
+    inputs = seeded["inputs_file"]
+    challenger = serving.stack.run_client("register_challenger.py", inputs)
+    assert challenger["predictions"] != seeded["tracking"]["predictions"]
+    slug, service = SERVED[0], f"mlflow-serve-{SERVED[0]}"
+
+    stale = service_command(serving, "status", "--json", docker_answers=docker_answers(serving), tmp_path=tmp_path)
+    state = {s["endpoint"]: s for s in json.loads(stale.stdout)}[service]
+    assert state["serving"] == seeded["registry"]["version"] and state["resolves_to"] == challenger["version"]
+    assert any(problem.startswith("stale") for problem in state["problems"])
+
+    body, content_type = bodies(seeded["tracking"]["test_inputs"])["inputs"]
+    started = time.monotonic()
+    with Load(lambda: call(serving, f"/serving/{slug}/invocations", body, content_type)[0]) as load:
+        time.sleep(2)
+        replacement = serving.reload(service, nginx_artifact.RESOLVER_VALID_SECONDS)
+        time.sleep(2)
+    serving.reload_figures = {"requests": len(load.statuses), "failed": load.failed,
+                              "seconds": round(time.monotonic() - started, 1)}
+    assert load.failed == 0, f"{load.failed} of {len(load.statuses)} requests failed during the reload"
+    assert len(load.statuses) > 20
+    assert f"serving production-classifier@champion: version {challenger['version']} " in replacement.log_text()
+    status, answer = call(serving, f"/serving/{slug}/invocations", body, content_type)
+    assert status == 200 and predictions(answer) == challenger["predictions"]
+    # The stage reference did not move: that endpoint serves version 1 still.
+    status, answer = call(serving, f"/serving/{SERVED[1]}/invocations", body, content_type)
+    assert predictions(answer) == seeded["tracking"]["predictions"]
+
+    fresh = service_command(serving, "status", "--json", docker_answers=docker_answers(serving), tmp_path=tmp_path)
+    state = {s["endpoint"]: s for s in json.loads(fresh.stdout)}[service]
+    assert state["serving"] == state["resolves_to"] == challenger["version"] and state["problems"] == []
