@@ -194,9 +194,10 @@ def test_each_served_model_is_probed_through_the_blackbox_exporter():
 
 
 @pytest.mark.parametrize("profile", [profile for profile in MONITORED if profile != SERVING])
-def test_without_served_models_there_is_no_serving_job_or_alert(profile):
+def test_without_served_models_there_is_no_serving_job_alert_or_row(profile):
     assert prometheus.SERVING_JOB not in scrape_jobs(profile)
     assert "MLflowModelEndpointDown" not in generated_alerts(profile)
+    assert "Model serving" not in [panel["title"] for panel in all_panels(dashboards()[profile])]
 
 
 def dashboards():
@@ -222,8 +223,9 @@ def test_the_schema_check_can_fail():
         jsonschema.validate({"dashboard": dashboards()["prod"]}, schema)
 
 
-def test_every_panel_uses_the_datasource_variable():
-    dashboard = dashboards()["prod"]
+@pytest.mark.parametrize("profile", MONITORED)
+def test_every_panel_uses_the_datasource_variable(profile):
+    dashboard = dashboards()[profile]
     variables = {variable["name"]: variable for variable in dashboard["templating"]["list"]}
     assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
     for panel in all_panels(dashboard):
@@ -233,8 +235,9 @@ def test_every_panel_uses_the_datasource_variable():
         assert panel["targets"] and all(t["datasource"] == panel["datasource"] for t in panel["targets"])
 
 
-def test_panel_ids_are_unique_and_panels_do_not_overlap():
-    panels = all_panels(dashboards()["prod"])
+@pytest.mark.parametrize("profile", MONITORED)
+def test_panel_ids_are_unique_and_panels_do_not_overlap(profile):
+    panels = all_panels(dashboards()[profile])
     ids = [panel["id"] for panel in panels]
     assert len(ids) == len(set(ids))
     cells = {}
@@ -247,9 +250,26 @@ def test_panel_ids_are_unique_and_panels_do_not_overlap():
                 cells[(x, y)] = panel["title"]
 
 
+def rows(dashboard):
+    return [panel["title"] for panel in all_panels(dashboard) if panel["type"] == "row"]
+
+
 def test_the_dashboard_has_the_promised_rows():
-    rows = [panel["title"] for panel in all_panels(dashboards()["prod"]) if panel["type"] == "row"]
-    assert rows == ["Health", "MLflow server", "PostgreSQL", "MinIO", "Containers"]
+    assert rows(dashboards()["prod"]) == ["Health", "MLflow server", "PostgreSQL", "MinIO", "Containers"]
+
+
+def test_serving_models_adds_the_model_serving_row_last():
+    prod, served = all_panels(dashboards()["prod"]), all_panels(dashboards()[SERVING])
+    assert rows(dashboards()[SERVING]) == [*rows(dashboards()["prod"]), "Model serving"]
+    # The other panels keep their ids and places.
+    assert [(p["id"], p["title"], p["gridPos"]) for p in served[:len(prod)]] == \
+        [(p["id"], p["title"], p["gridPos"]) for p in prod]
+    row, *members = served[len(prod):]
+    assert row["type"] == "row" and row["gridPos"]["y"] == max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in prod)
+    assert [(panel["title"], panel["targets"][0]["expr"], panel["targets"][0]["legendFormat"]) for panel in members] == [
+        ("Endpoint up", 'probe_success{job="mlflow-serving"}', "{{model}}"),
+        ("Probe duration", 'probe_duration_seconds{job="mlflow-serving"}', "{{model}}"),
+    ]
 
 
 def panel_queries(dashboard):
@@ -265,8 +285,9 @@ def check_queries(promtool, tmp_path, queries):
     return run([promtool, "check", "rules", "panels.yml"], tmp_path)
 
 
-def test_every_panel_query_parses_as_promql(promtool, tmp_path):
-    result = check_queries(promtool, tmp_path, panel_queries(dashboards()["prod"]))
+@pytest.mark.parametrize("profile", MONITORED)
+def test_every_panel_query_parses_as_promql(promtool, tmp_path, profile):
+    result = check_queries(promtool, tmp_path, panel_queries(dashboards()[profile]))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
