@@ -24,6 +24,7 @@ import typer
 from typing_extensions import Annotated
 
 from generator.artifacts import compose as compose_artifact
+from generator.artifacts import serving as serving_artifact
 from generator.errors import NotEnabledError, UserError, run_cli
 from service import transfer
 from service import compose, queries, tools
@@ -171,6 +172,12 @@ def info(
                  "username": settings.auth.username if settings.auth.enabled else None,
                  "password": secret(settings.auth.password) if settings.auth.enabled else None},
         "gc": {"enabled": settings.gc.enabled, "schedule": settings.gc.schedule if settings.gc.enabled else None},
+        "model_endpoints": [
+            {"reference": reference.text,
+             "url_in_docker_network": f"{serving_artifact.internal_url(reference)}/invocations",
+             "public_url": f"{project.public_url}{serving_artifact.public_path(reference)}invocations"}
+            for reference in settings.serving.models
+        ],
     }
     if as_json:
         print_json(data)
@@ -189,6 +196,9 @@ def info(
     if settings.auth.enabled:
         rows.append(["Auth password", data["auth"]["password"] or "not generated yet (run nself build)"])
     rows.append(["Garbage collection", f"'{settings.gc.schedule}' (UTC)" if settings.gc.enabled else "off"])
+    for endpoint in data["model_endpoints"]:
+        rows.append([f"Model {endpoint['reference']}", endpoint["public_url"]])
+        rows.append(["  in the Docker network", endpoint["url_in_docker_network"]])
     print_table(None, rows)
 
 

@@ -39,7 +39,7 @@ def parse_reference(text: str) -> ModelReference:
     try:
         return model_reference(text.strip())
     except PydanticCustomError as error:
-        raise UserError(f"{text!r}: {error.message()}") from None
+        raise UserError(f"REFERENCE: {error.message()}") from None
 
 
 # -- the registry ------------------------------------------------------------------

@@ -121,3 +121,106 @@ def test_requirement_mismatches_are_one_line_each():
         "(pin it in MLFLOW_SERVE_PIP_PACKAGES)",
         "requirement xgboost==2.1.1 of the model: not installed in the image (add it to MLFLOW_SERVE_PIP_PACKAGES)",
     ]
+
+
+# -- service serve reload: the docker sequence --------------------------------------
+
+class FakeDocker:
+    """Answers the docker argv reload_endpoint runs, and records them."""
+
+    def __init__(self, health: list[str]):
+        self.calls: list[list[str]] = []
+        self.containers = ["old111111111111"]
+        self.health = list(health)
+
+    def __call__(self, argv, **_kwargs):
+        import subprocess
+
+        self.calls.append(argv)
+        out = ""
+        if argv[-3:-1] == ["ps", "--quiet"]:
+            out = "\n".join(self.containers) + "\n"
+        elif "--scale" in argv:
+            self.containers.append("new222222222222")
+        elif argv[:2] == ["docker", "inspect"]:
+            out = self.health.pop(0) + "\n"
+        elif argv[:2] == ["docker", "logs"]:
+            # A replacement that got as far as the old one's stop is serving; one removed earlier failed.
+            if any(call[:2] == ["docker", "stop"] for call in self.calls):
+                out = "mlflow-serve: serving churn@champion: version 7 (models:/churn/7)\n"
+            else:
+                out = "mlflow-serve: churn@champion: FAILED: no alias champion\n"
+        return subprocess.CompletedProcess(argv, 0, out, "")
+
+
+def compose_project(tmp_path):
+    from service.compose import ComposeProject
+
+    return ComposeProject("demo", tmp_path, (tmp_path / "docker-compose.mlflow.yml",), ())
+
+
+def test_reload_starts_the_new_container_waits_until_healthy_and_seen_then_stops_the_old(tmp_path):
+    from service.serving import RESOLVER_VALID_SECONDS, reload_endpoint
+
+    docker, slept, said = FakeDocker(["running starting", "running healthy"]), [], []
+    (reference,) = model_references("churn@champion")
+    line = reload_endpoint(compose_project(tmp_path), reference, said.append, run=docker, sleep=slept.append,
+                           clock=lambda: 0.0)
+    assert line == "mlflow-serve-churn-champion: now serving churn@champion: version 7"
+    steps = [call[call.index("compose") + 7:] if "compose" in call else call for call in docker.calls]
+    assert steps == [
+        ["ps", "--quiet", "mlflow-serve-churn-champion"],
+        ["up", "-d", "--no-deps", "--no-recreate", "--scale", "mlflow-serve-churn-champion=2",
+         "mlflow-serve-churn-champion"],
+        ["ps", "--quiet", "mlflow-serve-churn-champion"],
+        ["docker", "inspect", "--format", "{{.State.Status}} {{.State.Health.Status}}", "new222222222222"],
+        ["docker", "inspect", "--format", "{{.State.Status}} {{.State.Health.Status}}", "new222222222222"],
+        ["docker", "stop", "--time", "30", "old111111111111"],
+        ["docker", "rm", "old111111111111"],
+        ["docker", "logs", "new222222222222"],
+    ]
+    # The old container stops only after nginx's resolver has had time to see the new one.
+    assert slept[-1] == RESOLVER_VALID_SECONDS + 2
+
+
+def test_a_replacement_that_fails_is_removed_and_the_old_one_keeps_serving(tmp_path):
+    from generator.errors import ServiceError
+    from service.serving import reload_endpoint
+
+    docker = FakeDocker(["exited "])
+    (reference,) = model_references("churn@champion")
+    with pytest.raises(ServiceError) as raised:
+        reload_endpoint(compose_project(tmp_path), reference, lambda _: None, run=docker, sleep=lambda _: None,
+                        clock=lambda: 0.0)
+    assert str(raised.value) == ("mlflow-serve-churn-champion: the new container did not become healthy (exited): "
+                                 "mlflow-serve: churn@champion: FAILED: no alias champion; the old one keeps serving")
+    assert ["docker", "rm", "-f", "new222222222222"] in docker.calls
+    assert not [call for call in docker.calls if call[:2] == ["docker", "stop"]]
+
+
+def test_status_reads_the_latest_serving_or_failed_line():
+    from service.serving import latest_log_state
+
+    log = ("mlflow-serve: serving m@a: version 1 (models:/m/1)\n"
+           "mlflow-serve: m@a: FAILED: no alias a\n"
+           "mlflow-serve: serving m@a: version 2 (models:/m/2)\n")
+    assert latest_log_state(log) == ("2", None)
+    assert latest_log_state(log + "mlflow-serve: m@a: FAILED: gone\n") == (None, "gone")
+    assert latest_log_state("") == (None, None)
+
+
+def test_info_prints_both_urls_of_every_endpoint():
+    import json
+
+    from tests.conftest import run_generator
+
+    result = run_generator("service", "info", "--project-dir", EXAMPLES / "serving", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["model_endpoints"] == [
+        {"reference": "production-classifier@champion",
+         "public_url": "https://mlflow.example.com/serving/production-classifier-champion/invocations",
+         "url_in_docker_network": "http://mlflow-serve-production-classifier-champion:8080/invocations"},
+        {"reference": "churn/Production",
+         "public_url": "https://mlflow.example.com/serving/churn-production/invocations",
+         "url_in_docker_network": "http://mlflow-serve-churn-production:8080/invocations"},
+    ]
