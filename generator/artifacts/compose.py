@@ -118,15 +118,7 @@ def _s3_environment(settings: Settings) -> dict[str, Any]:
 
 
 def _healthcheck() -> dict[str, Any]:
-    # The image has no curl or wget; python's urllib is always there.
-    probe = f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{CONTAINER_PORT}/health', timeout=5)"
-    return {
-        "test": ["CMD", "python", "-c", probe],
-        "interval": "30s",
-        "timeout": "10s",
-        "retries": 3,
-        "start_period": "60s",
-    }
+    return image.http_healthcheck(CONTAINER_PORT, "/health", interval="30s", start_period="60s")
 
 
 def _image(tag: str) -> dict[str, Any]:

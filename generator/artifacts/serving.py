@@ -62,15 +62,8 @@ def command(reference: ModelReference) -> list[str]:
 
 
 def healthcheck() -> dict[str, Any]:
-    # The image has no curl; /ping answers 200 once the model is loaded.
-    probe = f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{SCORING_PORT}/ping', timeout=5)"
-    return {
-        "test": ["CMD", "python", "-c", probe],
-        "interval": "15s",
-        "timeout": "10s",
-        "retries": 3,
-        "start_period": HEALTH_START_PERIOD,
-    }
+    # /ping answers 200 once the model is loaded.
+    return image.http_healthcheck(SCORING_PORT, "/ping", interval="15s", start_period=HEALTH_START_PERIOD)
 
 
 def services(settings: Settings, network: str, tracking_uri: str, context_files: dict[str, bytes]) -> dict[str, Any]:

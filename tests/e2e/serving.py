@@ -12,7 +12,7 @@ two processes under one name exactly as two containers of one service would.
 from __future__ import annotations
 
 import os
-import re
+import random
 import socket
 import struct
 import subprocess
@@ -24,16 +24,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from generator.artifacts import nginx as nginx_artifact
 from generator.artifacts import serving as serving_artifact
 from tests.compose_values import service_environment
 from tests.e2e.stack import Stack, _kill_group
 from tests.nginx_harness import NginxServer
-from tests.services import free_port
 
-# Addresses for the endpoints' processes: one per process, all on loopback,
-# so each can listen on the service's own port (8080) as a container does.
-ADDRESS_BASE = "127.43.0."
+
+
+def loopback_network() -> str:
+    """A /24 of its own on loopback for one harness's processes: one address per process, so each can
+    listen on the service's own port (8080) as a container does, beside any other harness running."""
+    return f"127.{random.randint(64, 254)}.{random.randint(0, 255)}."
 
 
 class ServiceNames(threading.Thread):
@@ -160,12 +161,13 @@ class Serving:
     endpoints: dict[str, list[Endpoint]] = field(default_factory=dict)
     nginx: NginxServer | None = None
     next_address: int = 2
+    network: str = field(default_factory=loopback_network)
 
     def services(self) -> list[str]:
         return [name for name in self.stack.services_of(self.out) if name.startswith("mlflow-serve-")]
 
     def add_process(self, service: str) -> Endpoint:
-        address = f"{ADDRESS_BASE}{self.next_address}"
+        address = f"{self.network}{self.next_address}"
         self.next_address += 1
         endpoint = Endpoint(service, address, self.stack, self.out, self.venv,
                             self.stack.root / f"{service}-{address}.log").start()
@@ -188,14 +190,7 @@ class Serving:
         return self
 
     def start_nginx(self) -> NginxServer:
-        vhost = (self.out / nginx_artifact.VHOST_PATH).read_text()
-        host = re.search(r"server_name\s+(\S+);", vhost).group(1)
-        resolver = f"resolver {nginx_artifact.DOCKER_RESOLVER} "
-        assert resolver in vhost, "the vhost no longer resolves through Docker's DNS"
-        vhost = vhost.replace(resolver, f"resolver 127.0.0.1:{self.names.port} ")
-        htpasswd = self.out / nginx_artifact.HTPASSWD_PATH
-        self.nginx = NginxServer(vhost, host, upstream=f"127.0.0.1:{self.stack.mlflow_port}",
-                                 htpasswd=htpasswd.read_bytes() if htpasswd.exists() else None)
+        self.nginx = self.stack.nginx_for(self.out, resolver=f"127.0.0.1:{self.names.port}")
         return self.nginx.start()
 
     @property
