@@ -38,6 +38,12 @@ HOST_CHECK_SINCE = MlflowVersion(3, 5, 0)
 SQLALCHEMY_PIN_BEFORE = MlflowVersion(3, 0, 0)
 
 
+# 2.21.0: `mlflow models serve` runs uvicorn + FastAPI (mlflow.pyfunc.scoring_server.app),
+# and its --workers flag reads MLFLOW_MODELS_WORKERS; before, gunicorn + Flask,
+# whose --workers reads MLFLOW_WORKERS and whose --timeout kills a slow worker.
+SCORING_UVICORN_SINCE = MlflowVersion(2, 21, 0)
+
+
 def support_problem(version: MlflowVersion) -> str | None:
     if version < OLDEST_SUPPORTED or (version.major, version.minor) > (
         NEWEST_SUPPORTED_MINOR.major,
@@ -60,3 +66,12 @@ def checks_host_header(version: MlflowVersion) -> bool:
 
 def needs_sqlalchemy_pin(version: MlflowVersion) -> bool:
     return version < SQLALCHEMY_PIN_BEFORE
+
+
+def scoring_server_uses_uvicorn(version: MlflowVersion) -> bool:
+    return version >= SCORING_UVICORN_SINCE
+
+
+def scoring_workers_variable(version: MlflowVersion) -> str:
+    """The environment variable `mlflow models serve --workers` reads."""
+    return "MLFLOW_MODELS_WORKERS" if scoring_server_uses_uvicorn(version) else "MLFLOW_WORKERS"

@@ -106,15 +106,19 @@ class MlflowApi:
         with self.open("GET", f"{API}/{endpoint}", params=params) as response:
             return json.load(response)
 
-    def get_optional(self, endpoint: str, /, **params: Any) -> dict | None:
-        """GET, or None when the server answers 404 (RESOURCE_DOES_NOT_EXIST)."""
+    def get_optional(self, endpoint: str, /, missing_statuses: tuple[int, ...] = (404,), **params: Any) -> dict | None:
+        """GET, or None when the server answers that the thing does not exist.
+
+        That is 404 (RESOURCE_DOES_NOT_EXIST); some lookups answer 400 on some
+        versions (2.9.2's alias lookup: "Registered model alias … not found").
+        """
         url = f"{self.base_url}{API}/{endpoint}?" + urllib.parse.urlencode(params)
         request = urllib.request.Request(url, headers=self._headers())
         try:
             with urllib.request.urlopen(request, timeout=self.timeout, context=self._context()) as response:
                 return json.load(response)
         except urllib.error.HTTPError as error:
-            if error.code == 404:
+            if error.code in missing_statuses:
                 return None
             raise self._http_error(error, url) from None
         except urllib.error.URLError as error:

@@ -24,6 +24,7 @@ import typer
 from typing_extensions import Annotated
 
 from generator.artifacts import compose as compose_artifact
+from generator.artifacts import serving as serving_artifact
 from generator.errors import NotEnabledError, UserError, run_cli
 from service import transfer
 from service import compose, queries, tools
@@ -171,6 +172,12 @@ def info(
                  "username": settings.auth.username if settings.auth.enabled else None,
                  "password": secret(settings.auth.password) if settings.auth.enabled else None},
         "gc": {"enabled": settings.gc.enabled, "schedule": settings.gc.schedule if settings.gc.enabled else None},
+        "model_endpoints": [
+            {"reference": reference.text,
+             "url_in_docker_network": f"{serving_artifact.internal_url(reference)}/invocations",
+             "public_url": f"{project.public_url}{serving_artifact.public_path(reference)}invocations"}
+            for reference in settings.serving.models
+        ],
     }
     if as_json:
         print_json(data)
@@ -189,6 +196,9 @@ def info(
     if settings.auth.enabled:
         rows.append(["Auth password", data["auth"]["password"] or "not generated yet (run nself build)"])
     rows.append(["Garbage collection", f"'{settings.gc.schedule}' (UTC)" if settings.gc.enabled else "off"])
+    for endpoint in data["model_endpoints"]:
+        rows.append([f"Model {endpoint['reference']}", endpoint["public_url"]])
+        rows.append(["  in the Docker network", endpoint["url_in_docker_network"]])
     print_table(None, rows)
 
 
@@ -369,6 +379,95 @@ def _progress():
         sys.stderr.flush()
 
     return report
+
+
+# -- model serving -------------------------------------------------------------------
+
+serve_app = typer.Typer(no_args_is_help=True, help="The model endpoints of MLFLOW_SERVE_MODELS: status, reload, requirements.")
+app.add_typer(serve_app, name="serve")
+
+
+def _served_references(project):
+    references = project.settings.serving.models
+    if not references:
+        raise UserError("MLFLOW_SERVE_MODELS: no model is served in this project; set it to NAME@ALIAS, "
+                        "NAME/STAGE or NAME/VERSION references")
+    return references
+
+
+def _pick(references, slug: str | None):
+    if slug is None:
+        return references
+    chosen = [reference for reference in references if reference.slug == slug]
+    if not chosen:
+        raise UserError(f"{slug!r}: no endpoint of that name; accepted: {', '.join(r.slug for r in references)}")
+    return chosen
+
+
+@serve_app.command("status")
+def serve_status(
+    project_dir: ProjectDirOption = Path("."),
+    env: EnvOption = None,
+    url: UrlOption = None,
+    ca_file: CaFileOption = None,
+    insecure: InsecureOption = False,
+    as_json: JsonOption = False,
+    out: OutDirOption = None,
+) -> None:
+    """Each endpoint: its reference, the version it serves (its log line), the version the reference names now,
+    and its health. Exit 1 if any endpoint is unhealthy, failed or stale."""
+    from service import serving
+
+    project = load_project(project_dir, env)
+    references = _served_references(project)
+    reachable, reason = docker_reachable()
+    compose_project = project.compose(out) if reachable else None
+    states = serving.endpoint_states(references, project.api(url, ca_file, insecure), compose_project)
+    if as_json:
+        typer.echo(serving.states_as_json(states))
+    else:
+        if compose_project is None:
+            typer.echo(f"containers: unknown, {reason}: the version served and the health need docker")
+        print_table(["ENDPOINT", "REFERENCE", "SERVING", "RESOLVES TO", "HEALTH", "PROBLEMS"],
+                    [[state.service, state.reference.text, state.serving or "-", state.resolves_to or "-",
+                      state.health, "; ".join(state.problems) or "-"] for state in states])
+    raise typer.Exit(1 if any(state.problems for state in states) else 0)
+
+
+@serve_app.command("reload")
+def serve_reload(
+    slug: Annotated[Optional[str], typer.Argument(help="One endpoint (its slug); default: every endpoint.")] = None,
+    project_dir: ProjectDirOption = Path("."),
+    env: EnvOption = None,
+    out: OutDirOption = None,
+) -> None:
+    """Serve what each reference names now: a new container starts and becomes healthy before the old one stops."""
+    from service import serving
+
+    project = load_project(project_dir, env)
+    chosen = _pick(_served_references(project), slug)
+    compose.require_docker()
+    for reference in chosen:
+        typer.echo(serving.reload_endpoint(project.compose(out), reference, typer.echo))
+
+
+@serve_app.command("requirements")
+def serve_requirements(
+    reference: Annotated[str, typer.Argument(help="NAME@ALIAS, NAME/STAGE or NAME/VERSION.")],
+    project_dir: ProjectDirOption = Path("."),
+    env: EnvOption = None,
+    url: UrlOption = None,
+    ca_file: CaFileOption = None,
+    insecure: InsecureOption = False,
+) -> None:
+    """Print the requirements.txt the model version was logged with, to pin them in MLFLOW_SERVE_PIP_PACKAGES."""
+    from service import serving
+
+    parsed = serving.parse_reference(reference)
+    project = load_project(project_dir, env)
+    version, text = serving.requirements_text(project.api(url, ca_file, insecure), parsed)
+    typer.echo(f"# {parsed.text}: version {version}", err=True)
+    typer.echo(text, nl=not text.endswith("\n"))
 
 
 # -- backup, restore and db-dump ---------------------------------------------------

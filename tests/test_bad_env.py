@@ -99,6 +99,21 @@ CASES = [
     # cron
     Case("cron-minute-61", env="MLFLOW_GC_SCHEDULE=61 * * * *\n", names=("MLFLOW_GC_SCHEDULE",)),
     Case("cron-three-fields", env="MLFLOW_GC_SCHEDULE=0 3 *\n", names=("MLFLOW_GC_SCHEDULE",)),
+    # model serving
+    Case("serve-no-form", env="MLFLOW_SERVE_MODELS=production-classifier\n", names=("MLFLOW_SERVE_MODELS",),
+         also=("NAME@ALIAS",)),
+    Case("serve-empty-name", env="MLFLOW_SERVE_MODELS=@champion\n", names=("MLFLOW_SERVE_MODELS",),
+         also=("empty model name",)),
+    Case("serve-unknown-stage", env="MLFLOW_SERVE_MODELS=churn/Prod\n", names=("MLFLOW_SERVE_MODELS",)),
+    Case("serve-duplicate-slug", env="MLFLOW_SERVE_MODELS=churn@Champion,churn@champion\n",
+         names=("MLFLOW_SERVE_MODELS",), also=("mlflow-serve-churn-champion",)),
+    Case("serve-empty-entry", env="MLFLOW_SERVE_MODELS=churn/1,,churn/2\n", names=("MLFLOW_SERVE_MODELS",)),
+    Case("serve-slug-too-long", env=f"MLFLOW_SERVE_MODELS={'m' * 50}@champion\n", names=("MLFLOW_SERVE_MODELS",)),
+    Case("serve-unpinned-package", env="MLFLOW_SERVE_PIP_PACKAGES=scikit-learn>=1.5\n",
+         names=("MLFLOW_SERVE_PIP_PACKAGES",)),
+    Case("serve-workers-zero", env="MLFLOW_SERVE_WORKERS=0\n", names=("MLFLOW_SERVE_WORKERS",)),
+    Case("serve-timeout-text", env="MLFLOW_SERVE_TIMEOUT=1m\n", names=("MLFLOW_SERVE_TIMEOUT",)),
+    Case("serve-memory-bytes", env="MLFLOW_SERVE_MEMORY_LIMIT=1024\n", names=("MLFLOW_SERVE_MEMORY_LIMIT",)),
     # unknown names
     Case("unknown-typo", env="MLFLOW_WORKER=2\n", names=("MLFLOW_WORKER",), also=("did you mean MLFLOW_WORKERS",)),
     Case("unknown-name", env="MLFLOW_FOO_BAR_BAZ=1\n", names=("MLFLOW_FOO_BAR_BAZ",)),

@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 import yaml
 
-from generator.artifacts import grafana, prometheus
+from generator.artifacts import compose, grafana, prometheus
 from tests.conftest import EXAMPLES, PROFILES, ROOT, build_profile, require_tool
 
 MONITORED = [profile for profile in PROFILES if prometheus.RULES_PATH in build_profile(EXAMPLES / profile)]
@@ -26,6 +26,9 @@ MLFLOW_METRICS = {
     "mlflow_exporter_info",
 }
 MONITORING_FILES = {prometheus.RULES_PATH, prometheus.SCRAPE_PATH, grafana.DASHBOARD_PATH, grafana.PROVIDER_PATH}
+# The example profile that serves models (production-classifier@champion, churn/Production).
+SERVING = "serving"
+PROMTOOL_TESTS = ROOT / "tests" / "promtool"
 
 
 @pytest.fixture(scope="session")
@@ -59,19 +62,34 @@ def test_promtool_check_fails_on_a_broken_rule(promtool, tmp_path):
     assert run([promtool, "check", "rules", "rules.yml"], tmp_path).returncode != 0
 
 
-def unit_test(promtool, tmp_path, rules: bytes):
-    shutil.copy(ROOT / "tests" / "promtool" / "mlflow.test.yml", tmp_path / "mlflow.test.yml")
+def unit_test(promtool, tmp_path, rules: bytes, tests: str = "mlflow.test.yml"):
+    shutil.copy(PROMTOOL_TESTS / tests, tmp_path / tests)
     (tmp_path / "mlflow.rules.yml").write_bytes(rules)
-    return run([promtool, "test", "rules", "mlflow.test.yml"], tmp_path)
+    return run([promtool, "test", "rules", tests], tmp_path)
+
+
+def alerts_under_test(tests: str) -> set[str]:
+    return set(re.findall(r"alertname: (\w+)", (PROMTOOL_TESTS / tests).read_text()))
+
+
+def generated_alerts(profile: str) -> set[str]:
+    document = yaml.safe_load(build_profile(EXAMPLES / profile)[prometheus.RULES_PATH])
+    return {rule["alert"] for group in document["groups"] for rule in group["rules"] if "alert" in rule}
 
 
 def test_every_alert_fires_on_its_failure_and_stays_silent_when_healthy(promtool, tmp_path):
     result = unit_test(promtool, tmp_path, build_profile(EXAMPLES / "prod")[prometheus.RULES_PATH])
     assert result.returncode == 0, result.stdout + result.stderr
-    tested = set(re.findall(r"alertname: (\w+)", (ROOT / "tests/promtool/mlflow.test.yml").read_text()))
-    generated = {rule["alert"] for group in yaml.safe_load(
-        build_profile(EXAMPLES / "prod")[prometheus.RULES_PATH])["groups"] for rule in group["rules"] if "alert" in rule}
-    assert tested == generated
+    assert alerts_under_test("mlflow.test.yml") == generated_alerts("prod")
+
+
+def test_the_serving_alerts_fire_on_a_failing_probe_and_stay_silent_when_healthy(promtool, tmp_path):
+    result = unit_test(promtool, tmp_path, build_profile(EXAMPLES / SERVING)[prometheus.RULES_PATH],
+                       "mlflow-serving.test.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    # Exactly the alerts that exist only when models are served; mlflow.test.yml tests the others.
+    assert alerts_under_test("mlflow-serving.test.yml") == generated_alerts(SERVING) - generated_alerts("prod")
+    assert alerts_under_test("mlflow-serving.test.yml") == {"MLflowModelEndpointDown"}
 
 
 def test_the_unit_tests_catch_a_wrong_threshold(promtool, tmp_path):
@@ -80,8 +98,29 @@ def test_the_unit_tests_catch_a_wrong_threshold(promtool, tmp_path):
     assert result.returncode != 0 and "MLflowHighErrorRate" in result.stdout + result.stderr
 
 
-def test_alerts_follow_the_mixin_conventions():
-    document = yaml.safe_load(build_profile(EXAMPLES / "prod")[prometheus.RULES_PATH])
+def with_alert_changed(rules: bytes, name: str, **changes) -> bytes:
+    document = yaml.safe_load(rules)
+    (rule,) = [rule for group in document["groups"] for rule in group["rules"] if rule.get("alert") == name]
+    rule.update(changes)
+    return yaml.safe_dump(document).encode()
+
+
+@pytest.mark.parametrize("changes", [
+    {"expr": 'probe_success{job="mlflow-health"} == 0'},  # the wrong job
+    {"expr": 'probe_success{job="mlflow-serving"} < 0'},  # a threshold that never fires
+    {"for": "5m"},  # too late
+    {"for": "1m"},  # too early
+], ids=["job", "threshold", "for-5m", "for-1m"])
+def test_the_serving_unit_tests_catch_a_broken_endpoint_alert(promtool, tmp_path, changes):
+    rules = build_profile(EXAMPLES / SERVING)[prometheus.RULES_PATH]
+    result = unit_test(promtool, tmp_path, with_alert_changed(rules, "MLflowModelEndpointDown", **changes),
+                       "mlflow-serving.test.yml")
+    assert result.returncode != 0 and "MLflowModelEndpointDown" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("profile", MONITORED)
+def test_alerts_follow_the_mixin_conventions(profile):
+    document = yaml.safe_load(build_profile(EXAMPLES / profile)[prometheus.RULES_PATH])
     for group in document["groups"]:
         for rule in group["rules"]:
             if "record" in rule:
@@ -103,17 +142,62 @@ def test_thresholds_are_settings(project):
     assert f"> {2 * 1024 ** 3}" in rules
 
 
-def test_scrape_config_passes_promtool_check_config(promtool, tmp_path):
-    files = build_profile(EXAMPLES / "prod")
-    scrape = yaml.safe_load(files[prometheus.SCRAPE_PATH])
-    (tmp_path / "rules.yml").write_bytes(files[prometheus.RULES_PATH])
+def check_config(promtool, tmp_path, scrape: dict, rules: bytes):
+    (tmp_path / "rules.yml").write_bytes(rules)
     config = {"global": {"scrape_interval": "30s"}, "rule_files": ["rules.yml"], **scrape}
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-    result = run([promtool, "check", "config", "prometheus.yml"], tmp_path)
+    return run([promtool, "check", "config", "prometheus.yml"], tmp_path)
+
+
+def scrape_jobs(profile: str) -> dict[str, dict]:
+    scrape = yaml.safe_load(build_profile(EXAMPLES / profile)[prometheus.SCRAPE_PATH])
+    return {job["job_name"]: job for job in scrape["scrape_configs"]}
+
+
+@pytest.mark.parametrize("profile", MONITORED)
+def test_scrape_config_passes_promtool_check_config(promtool, tmp_path, profile):
+    files = build_profile(EXAMPLES / profile)
+    scrape = yaml.safe_load(files[prometheus.SCRAPE_PATH])
+    result = check_config(promtool, tmp_path, scrape, files[prometheus.RULES_PATH])
     assert result.returncode == 0, result.stdout + result.stderr
     mlflow_job = next(job for job in scrape["scrape_configs"] if job["job_name"] == "mlflow")
     # Inside the network, never through nginx (where /metrics answers 401 under auth).
     assert mlflow_job["static_configs"][0]["targets"] == ["mlflow:5000"]
+
+
+def test_promtool_check_config_fails_on_a_broken_serving_job(promtool, tmp_path):
+    files = build_profile(EXAMPLES / SERVING)
+    scrape = yaml.safe_load(files[prometheus.SCRAPE_PATH])
+    (job,) = [job for job in scrape["scrape_configs"] if job["job_name"] == prometheus.SERVING_JOB]
+    job["job_name"] = prometheus.HEALTH_JOB  # two jobs of one name
+    assert check_config(promtool, tmp_path, scrape, files[prometheus.RULES_PATH]).returncode != 0
+
+
+def test_each_served_model_is_probed_through_the_blackbox_exporter():
+    files = build_profile(EXAMPLES / SERVING)
+    jobs = scrape_jobs(SERVING)
+    job, health = jobs[prometheus.SERVING_JOB], jobs[prometheus.HEALTH_JOB]
+    assert {key: job[key] for key in ("metrics_path", "params", "relabel_configs")} == \
+        {key: health[key] for key in ("metrics_path", "params", "relabel_configs")}
+    assert job["relabel_configs"][-1] == {"target_label": "__address__", "replacement": "mlflow-blackbox:9115"}
+    assert job["static_configs"] == [
+        {"targets": ["http://mlflow-serve-production-classifier-champion:8080/ping"],
+         "labels": {"endpoint": "production-classifier-champion", "model": "production-classifier@champion"}},
+        {"targets": ["http://mlflow-serve-churn-production:8080/ping"],
+         "labels": {"endpoint": "churn-production", "model": "churn/Production"}},
+    ]
+    # Every probed host is a service of the generated compose file.
+    services = yaml.safe_load(files[compose.PATH])["services"]
+    hosts = {re.match(r"http://([^:]+):8080/ping$", target).group(1)
+             for entry in job["static_configs"] for target in entry["targets"]}
+    assert hosts == {name for name in services if name.startswith("mlflow-serve-")}
+
+
+@pytest.mark.parametrize("profile", [profile for profile in MONITORED if profile != SERVING])
+def test_without_served_models_there_is_no_serving_job_alert_or_row(profile):
+    assert prometheus.SERVING_JOB not in scrape_jobs(profile)
+    assert "MLflowModelEndpointDown" not in generated_alerts(profile)
+    assert "Model serving" not in [panel["title"] for panel in all_panels(dashboards()[profile])]
 
 
 def dashboards():
@@ -139,8 +223,9 @@ def test_the_schema_check_can_fail():
         jsonschema.validate({"dashboard": dashboards()["prod"]}, schema)
 
 
-def test_every_panel_uses_the_datasource_variable():
-    dashboard = dashboards()["prod"]
+@pytest.mark.parametrize("profile", MONITORED)
+def test_every_panel_uses_the_datasource_variable(profile):
+    dashboard = dashboards()[profile]
     variables = {variable["name"]: variable for variable in dashboard["templating"]["list"]}
     assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
     for panel in all_panels(dashboard):
@@ -150,8 +235,9 @@ def test_every_panel_uses_the_datasource_variable():
         assert panel["targets"] and all(t["datasource"] == panel["datasource"] for t in panel["targets"])
 
 
-def test_panel_ids_are_unique_and_panels_do_not_overlap():
-    panels = all_panels(dashboards()["prod"])
+@pytest.mark.parametrize("profile", MONITORED)
+def test_panel_ids_are_unique_and_panels_do_not_overlap(profile):
+    panels = all_panels(dashboards()[profile])
     ids = [panel["id"] for panel in panels]
     assert len(ids) == len(set(ids))
     cells = {}
@@ -164,9 +250,26 @@ def test_panel_ids_are_unique_and_panels_do_not_overlap():
                 cells[(x, y)] = panel["title"]
 
 
+def rows(dashboard):
+    return [panel["title"] for panel in all_panels(dashboard) if panel["type"] == "row"]
+
+
 def test_the_dashboard_has_the_promised_rows():
-    rows = [panel["title"] for panel in all_panels(dashboards()["prod"]) if panel["type"] == "row"]
-    assert rows == ["Health", "MLflow server", "PostgreSQL", "MinIO", "Containers"]
+    assert rows(dashboards()["prod"]) == ["Health", "MLflow server", "PostgreSQL", "MinIO", "Containers"]
+
+
+def test_serving_models_adds_the_model_serving_row_last():
+    prod, served = all_panels(dashboards()["prod"]), all_panels(dashboards()[SERVING])
+    assert rows(dashboards()[SERVING]) == [*rows(dashboards()["prod"]), "Model serving"]
+    # The other panels keep their ids and places.
+    assert [(p["id"], p["title"], p["gridPos"]) for p in served[:len(prod)]] == \
+        [(p["id"], p["title"], p["gridPos"]) for p in prod]
+    row, *members = served[len(prod):]
+    assert row["type"] == "row" and row["gridPos"]["y"] == max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in prod)
+    assert [(panel["title"], panel["targets"][0]["expr"], panel["targets"][0]["legendFormat"]) for panel in members] == [
+        ("Endpoint up", 'probe_success{job="mlflow-serving"}', "{{model}}"),
+        ("Probe duration", 'probe_duration_seconds{job="mlflow-serving"}', "{{model}}"),
+    ]
 
 
 def panel_queries(dashboard):
@@ -182,8 +285,9 @@ def check_queries(promtool, tmp_path, queries):
     return run([promtool, "check", "rules", "panels.yml"], tmp_path)
 
 
-def test_every_panel_query_parses_as_promql(promtool, tmp_path):
-    result = check_queries(promtool, tmp_path, panel_queries(dashboards()["prod"]))
+@pytest.mark.parametrize("profile", MONITORED)
+def test_every_panel_query_parses_as_promql(promtool, tmp_path, profile):
+    result = check_queries(promtool, tmp_path, panel_queries(dashboards()[profile]))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -191,9 +295,10 @@ def test_the_promql_check_can_fail(promtool, tmp_path):
     assert check_queries(promtool, tmp_path, ["sum(rate(x[$__rate_interval])"]).returncode != 0
 
 
-def test_mlflow_metric_names_are_the_ones_mlflow_exposes():
-    files = build_profile(EXAMPLES / "prod")
-    text = files[prometheus.RULES_PATH].decode() + "\n".join(panel_queries(dashboards()["prod"]))
+@pytest.mark.parametrize("profile", MONITORED)
+def test_mlflow_metric_names_are_the_ones_mlflow_exposes(profile):
+    files = build_profile(EXAMPLES / profile)
+    text = files[prometheus.RULES_PATH].decode() + "\n".join(panel_queries(dashboards()[profile]))
     used = set(re.findall(r"(?<![:\w])(mlflow_[a-z_]+)\b(?!:)", text))
     assert used and used <= MLFLOW_METRICS, used - MLFLOW_METRICS
 

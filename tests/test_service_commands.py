@@ -431,6 +431,9 @@ REFUSALS = {
     "restore-direct-without-mlflow-python": (["restore", "--direct", "--input", "{tmp}/backup.tar"], {}, 2),
     "export-needs-experiment": (["export", "--output", "{tmp}/export"], {}, 2),
     "unknown-command": (["frobnicate"], {}, 2),
+    "serve-status-no-models": (["serve", "status"], {}, 2),
+    "serve-reload-no-models": (["serve", "reload"], {}, 2),
+    "serve-requirements-bad-reference": (["serve", "requirements", "churn"], {}, 2),
 }
 
 

@@ -9,14 +9,14 @@ from tests.snapshot_files import ERRORS, SNAPSHOTS_DIR, artifact_extension
 
 # The init program is copied verbatim into the image's build context; it is
 # source code, reviewed as such, and checked against the package below.
-COPIED_SOURCE_PREFIX = "mlflow/init/"
+COPIED_SOURCE_PREFIXES = ("mlflow/init/", "mlflow-serve/init/")
 
 BUILDS = {profile: build_profile(EXAMPLES / profile) for profile in PROFILES}
 CASES = [
     (profile, path)
     for profile, files in BUILDS.items()
     for path in files
-    if not path.startswith(COPIED_SOURCE_PREFIX)
+    if not path.startswith(COPIED_SOURCE_PREFIXES)
 ]
 
 

@@ -9,6 +9,8 @@ from generator.envfiles import read_project_env
 from generator.settings import load_settings
 from generator.versions import (
     checks_host_header,
+    scoring_server_uses_uvicorn,
+    scoring_workers_variable,
     needs_sqlalchemy_pin,
     parse_version,
     support_problem,
@@ -26,6 +28,7 @@ def v(text):
     [
         (uses_uvicorn, "3.2.9", "3.3.0"),
         (checks_host_header, "3.4.9", "3.5.0"),
+        (scoring_server_uses_uvicorn, "2.20.9", "2.21.0"),
     ],
 )
 def test_rules_switch_exactly_at_their_release(rule, before, since):
@@ -104,3 +107,8 @@ def test_gc_and_healthcheck_are_the_same_in_every_version(tmp_path, version):
     service = compose.gc_service(settings, "tag")
     assert service["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
     assert "/health'" in compose._healthcheck()["test"][-1]
+
+
+def test_the_scoring_workers_variable_follows_the_scoring_server():
+    assert scoring_workers_variable(v("2.20.9")) == "MLFLOW_WORKERS"
+    assert scoring_workers_variable(v("2.21.0")) == "MLFLOW_MODELS_WORKERS"

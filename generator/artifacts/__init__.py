@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from generator.artifacts import bucket, compose, grafana, image, nginx, prometheus, sql
+from generator.artifacts import bucket, compose, grafana, image, nginx, prometheus, serving, sql
 from generator.settings import Settings
 
 
@@ -11,9 +11,11 @@ def build(settings: Settings) -> dict[str, bytes]:
     if not settings.server.enabled:
         return {}
     image_files = image.build(settings)
+    serving_files = serving.build(settings)
     files = {
         **image_files,
-        **compose.build(settings, image_files),
+        **serving_files,
+        **compose.build(settings, image_files, serving_files),
         **sql.build(settings),
         **bucket.build(settings),
         **nginx.build(settings),

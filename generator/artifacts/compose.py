@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from generator.artifacts import bucket, image, sql
+from generator.artifacts import bucket, image, serving, sql
 from generator.render import to_yaml
 from generator.settings import Settings
 from generator.versions import checks_host_header, uses_uvicorn
@@ -14,6 +14,7 @@ PATH = "docker-compose.mlflow.yml"
 SOURCE = "generator/artifacts/compose.py"
 
 CONTAINER_PORT = 5000
+TRACKING_URI = f"http://mlflow:{CONTAINER_PORT}"  # the server as the other services see it
 METRICS_DIR = "/run/mlflow-metrics"
 # gunicorn's default 30 s kills large artifact uploads and slow searches.
 GUNICORN_OPTS = "--timeout 600 --graceful-timeout 30"
@@ -139,15 +140,7 @@ def _storage_dependency(settings: Settings) -> dict[str, Any]:
 
 
 def _healthcheck() -> dict[str, Any]:
-    # The image has no curl or wget; python's urllib is always there.
-    probe = f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{CONTAINER_PORT}/health', timeout=5)"
-    return {
-        "test": ["CMD", "python", "-c", probe],
-        "interval": "30s",
-        "timeout": "10s",
-        "retries": 3,
-        "start_period": "60s",
-    }
+    return image.http_healthcheck(CONTAINER_PORT, "/health", interval="30s", start_period="60s")
 
 
 def _image(tag: str) -> dict[str, Any]:
@@ -244,7 +237,7 @@ def gc_service(settings: Settings, tag: str) -> dict[str, Any]:
         # server; without this gc fails on the 'file' scheme and deletes
         # nothing. Inside the network the server needs no credentials: basic
         # auth is nginx's.
-        "MLFLOW_TRACKING_URI": f"http://mlflow:{CONTAINER_PORT}",
+        "MLFLOW_TRACKING_URI": TRACKING_URI,
         "PGPASSWORD": MLFLOW_DB_PASSWORD,
         **_telemetry_environment(settings),
     }
@@ -307,7 +300,7 @@ def blackbox_service(settings: Settings) -> dict[str, Any]:
     }
 
 
-def build(settings: Settings, image_files: dict[str, bytes]) -> dict[str, bytes]:
+def build(settings: Settings, image_files: dict[str, bytes], serving_files: dict[str, bytes]) -> dict[str, bytes]:
     tag = image.image_tag(settings, image_files)
     services: dict[str, Any] = {
         "mlflow": mlflow_service(settings, tag),
@@ -316,6 +309,8 @@ def build(settings: Settings, image_files: dict[str, bytes]) -> dict[str, bytes]
     document: dict[str, Any] = {"services": services}
     if settings.gc.enabled:
         services["mlflow-gc"] = gc_service(settings, tag)
+    services.update(serving.services(settings, network_name(settings), TRACKING_URI, serving_files,
+                                     _telemetry_environment(settings)))
     if settings.monitoring.enabled:
         services["mlflow-blackbox"] = blackbox_service(settings)
     if settings.minio_auto_enabled:

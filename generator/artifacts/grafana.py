@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from generator.artifacts.prometheus import HEALTH_JOB, MLFLOW_JOB, mlflow_container
+from generator.artifacts.prometheus import HEALTH_JOB, MLFLOW_JOB, SERVING_JOB, mlflow_container
 from generator.render import to_json, to_yaml
 from generator.settings import Settings
 
@@ -42,6 +42,21 @@ def _panel(kind: str, title: str, targets: list[tuple[str, str]], unit: str, des
         "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
         "options": {},
     }
+
+
+def serving_sections(settings: Settings) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Only when models are served. Last, so the other panels keep their ids and places either way."""
+    if not settings.serving.models:
+        return []
+    return [
+        ("Model serving", [
+            _panel("stat", "Endpoint up", [(f'probe_success{{job="{SERVING_JOB}"}}', "{{model}}")], "none",
+                   "The /ping probe of each mlflow-serve-<slug>: 1 once its model is loaded and answering."),
+            _panel("timeseries", "Probe duration", [
+                (f'probe_duration_seconds{{job="{SERVING_JOB}"}}', "{{model}}"),
+            ], "s"),
+        ]),
+    ]
 
 
 def sections(settings: Settings) -> list[tuple[str, list[dict[str, Any]]]]:
@@ -128,7 +143,7 @@ def _lay_out(settings: Settings) -> list[dict[str, Any]]:
     panels: list[dict[str, Any]] = []
     y = 0
     next_id = 1
-    for title, members in sections(settings):
+    for title, members in [*sections(settings), *serving_sections(settings)]:
         panels.append({
             "type": "row", "title": title, "collapsed": False, "id": next_id, "panels": [],
             "gridPos": {"h": 1, "w": WIDTH, "x": 0, "y": y},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from importlib import resources
+from typing import Any
 
 from generator.render import header, render_template
 from generator.settings import Settings
@@ -64,9 +65,21 @@ def build(settings: Settings) -> dict[str, bytes]:
     return {f"{BUILD_CONTEXT}/Dockerfile": dockerfile, **init_sources()}
 
 
-def image_tag(settings: Settings, context_files: dict[str, bytes]) -> str:
+def image_tag(settings: Settings, context_files: dict[str, bytes], name: str = "mlflow") -> str:
     """A tag that changes whenever the build context does, so compose rebuilds."""
     digest = hashlib.sha256()
     for path in sorted(context_files):
         digest.update(path.encode() + b"\0" + context_files[path] + b"\0")
-    return f"{settings.stack.project_name}-mlflow:{settings.server.version}-{digest.hexdigest()[:12]}"
+    return f"{settings.stack.project_name}-{name}:{settings.server.version}-{digest.hexdigest()[:12]}"
+
+
+def http_healthcheck(port: int, path: str, interval: str, start_period: str) -> dict[str, Any]:
+    """A compose healthcheck for a server in these images: they have no curl or wget, python's urllib is there."""
+    probe = f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{port}{path}', timeout=5)"
+    return {
+        "test": ["CMD", "python", "-c", probe],
+        "interval": interval,
+        "timeout": "10s",
+        "retries": 3,
+        "start_period": start_period,
+    }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from passlib.hash import bcrypt, sha256_crypt, sha512_crypt
 
+from generator.artifacts import serving
 from generator.artifacts.compose import CONTAINER_PORT
 from generator.render import render_template
 from generator.settings import Settings
@@ -14,6 +15,8 @@ HTPASSWD_PATH = "nginx/includes/mlflow.htpasswd"
 HTPASSWD_IN_CONTAINER = "/etc/nginx/includes/mlflow.htpasswd"
 # Docker's embedded DNS, which knows the compose service names.
 DOCKER_RESOLVER = "127.0.0.11"
+# How long nginx keeps a resolved address; `service serve reload` waits this long.
+RESOLVER_VALID_SECONDS = 10
 # 1.25.1: `http2 on;` replaces the http2 parameter of `listen`.
 HTTP2_DIRECTIVE_SINCE = (1, 25, 1)
 LEGACY_ENDPOINTS = [
@@ -52,9 +55,16 @@ def vhost(settings: Settings) -> bytes:
         read_timeout=proxy.read_timeout,
         send_timeout=proxy.send_timeout,
         resolver=DOCKER_RESOLVER,
+        resolver_valid=RESOLVER_VALID_SECONDS,
         upstream=f"mlflow:{CONTAINER_PORT}",
         legacy_endpoints=LEGACY_ENDPOINTS,
         legacy_max_results=LEGACY_MAX_RESULTS,
+        serving_endpoints=[
+            {"reference": reference.text, "service": serving.service_name(reference),
+             "path": serving.public_path(reference),
+             "upstream": f"{serving.service_name(reference)}:{serving.SCORING_PORT}"}
+            for reference in settings.serving.models
+        ],
     )
 
 

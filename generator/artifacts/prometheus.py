@@ -8,13 +8,15 @@ Metric names are the ones the exporters expose:
 - MinIO v2 metrics: minio_bucket_usage_total_bytes{bucket}, minio_cluster_capacity_usable_{free,total}_bytes.
 - cAdvisor: container_memory_working_set_bytes, container_spec_memory_limit_bytes,
   container_start_time_seconds, with the compose service as container_label_com_docker_compose_service.
-- blackbox_exporter: probe_success for the /health probe.
+- blackbox_exporter: probe_success and probe_duration_seconds for the /health probe and, when
+  MLFLOW_SERVE_MODELS is set, for each scoring server's /ping.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from generator.artifacts import serving
 from generator.artifacts.compose import CONTAINER_PORT
 from generator.render import to_yaml
 from generator.settings import Settings
@@ -25,6 +27,7 @@ SOURCE = "generator/artifacts/prometheus.py"
 
 MLFLOW_JOB = "mlflow"
 HEALTH_JOB = "mlflow-health"
+SERVING_JOB = "mlflow-serving"
 BUCKET_JOB = "mlflow-minio"
 BLACKBOX_ADDRESS = "mlflow-blackbox:9115"
 # Alerts on MinIO's own metrics: left out with an external S3, which has neither
@@ -73,6 +76,20 @@ def _alert(name: str, expr: str, duration: str, severity: str, summary: str, des
         "labels": {"severity": severity, "service": "mlflow"},
         "annotations": {"summary": summary, "description": description},
     }
+
+
+def serving_alerts(settings: Settings) -> list[dict[str, Any]]:
+    """Only when models are served: a scoring server answers /ping with 200 once its model is loaded."""
+    if not settings.serving.models:
+        return []
+    return [
+        _alert(
+            "MLflowModelEndpointDown", f'probe_success{{job="{SERVING_JOB}"}} == 0', "2m", "critical",
+            "Model endpoint {{ $labels.endpoint }} is down",
+            "The /ping probe of mlflow-serve-{{ $labels.endpoint }}, which serves {{ $labels.model }}, "
+            "has failed for 2 minutes: /serving/{{ $labels.endpoint }}/ cannot score.",
+        ),
+    ]
 
 
 def alerts(settings: Settings) -> list[dict[str, Any]]:
@@ -176,14 +193,45 @@ def rules(settings: Settings) -> dict[str, Any]:
     return {
         "groups": [
             {"name": "mlflow.recording", "interval": "1m", "rules": recording_rules(settings)},
-            {"name": "mlflow.alerts", "rules": alerts(settings)},
+            {"name": "mlflow.alerts", "rules": [*alerts(settings), *serving_alerts(settings)]},
         ]
     }
 
 
+def _probe_relabelling() -> list[dict[str, Any]]:
+    """A blackbox job: the target becomes the probe's ?target= and the instance; the exporter is scraped."""
+    return [
+        {"source_labels": ["__address__"], "target_label": "__param_target"},
+        {"source_labels": ["__param_target"], "target_label": "instance"},
+        {"target_label": "__address__", "replacement": BLACKBOX_ADDRESS},
+    ]
+
+
+def serving_jobs(settings: Settings) -> list[dict[str, Any]]:
+    """Each scoring server's /ping through the blackbox exporter; the series carry the slug
+    (`endpoint`, as in mlflow-serve-<slug> and /serving/<slug>/) and the reference (`model`)."""
+    if not settings.serving.models:
+        return []
+    return [
+        {
+            "job_name": SERVING_JOB,
+            "metrics_path": "/probe",
+            "params": {"module": ["http_2xx"]},
+            "static_configs": [
+                {
+                    "targets": [f"{serving.internal_url(reference)}/ping"],
+                    "labels": {"endpoint": reference.slug, "model": reference.text},
+                }
+                for reference in settings.serving.models
+            ],
+            "relabel_configs": _probe_relabelling(),
+        }
+    ]
+
+
 def scrape_configs(settings: Settings) -> dict[str, Any]:
-    """Jobs nself's monitoring bundle lacks: MLflow itself, its /health, and MinIO's bucket metrics
-    (not with an external S3: it is no MinIO of this stack)."""
+    """Jobs nself's monitoring bundle lacks: MLflow itself, its /health, MinIO's bucket metrics (not with
+    an external S3: it is no MinIO of this stack) and, when models are served, each scoring server's /ping."""
     scheme, minio = settings.storage.endpoint.rstrip("/").split("://", 1)
     jobs = {
         "scrape_configs": [
@@ -198,11 +246,7 @@ def scrape_configs(settings: Settings) -> dict[str, Any]:
                 "metrics_path": "/probe",
                 "params": {"module": ["http_2xx"]},
                 "static_configs": [{"targets": [f"http://mlflow:{CONTAINER_PORT}/health"]}],
-                "relabel_configs": [
-                    {"source_labels": ["__address__"], "target_label": "__param_target"},
-                    {"source_labels": ["__param_target"], "target_label": "instance"},
-                    {"target_label": "__address__", "replacement": BLACKBOX_ADDRESS},
-                ],
+                "relabel_configs": _probe_relabelling(),
             },
             {
                 # Bucket usage and cluster capacity; MinIO must allow it with
@@ -218,6 +262,7 @@ def scrape_configs(settings: Settings) -> dict[str, Any]:
                 "metrics_path": "/minio/v2/metrics/cluster",
                 "static_configs": [{"targets": [minio]}],
             },
+            *serving_jobs(settings),
         ]
     }
     if settings.external_s3:

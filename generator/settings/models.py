@@ -244,6 +244,30 @@ class MonitoringSettings(_Section):
     )
 
 
+class ServingSettings(_Section):
+    models: Annotated[tuple[rules.ModelReference, ...], BeforeValidator(rules.model_references)] = setting(
+        "MLFLOW_SERVE_MODELS",
+        "",
+        "registered models to serve as REST endpoints, comma-separated: `NAME@ALIAS`, `NAME/STAGE` or "
+        "`NAME/VERSION`; see [Model serving](#model-serving)",
+    )
+    workers: Annotated[int, _whole(1, 64, "a number of workers")] = setting(
+        "MLFLOW_SERVE_WORKERS", "1", "scoring workers per endpoint, 1–64"
+    )
+    timeout: Annotated[int, _whole(1, 3600, "a number of seconds")] = setting(
+        "MLFLOW_SERVE_TIMEOUT", "60", "seconds one prediction may take, 1–3600"
+    )
+    memory_limit: Annotated[
+        str,
+        _text(r"[1-9][0-9]*[kmg]", "must be a container memory limit; accepted: a whole number with k, m or g, such as 512m or 2g"),
+    ] = setting("MLFLOW_SERVE_MEMORY_LIMIT", "1g", "each endpoint container's `mem_limit`")
+    pip_packages: Annotated[tuple[str, ...], BeforeValidator(rules.pinned_requirements)] = setting(
+        "MLFLOW_SERVE_PIP_PACKAGES",
+        "",
+        "the models' runtime packages, pinned (`scikit-learn==1.5.2`), baked into the serving image",
+    )
+
+
 SECTIONS: dict[str, type[_Section]] = {
     "stack": StackSettings,
     "server": ServerSettings,
@@ -253,6 +277,7 @@ SECTIONS: dict[str, type[_Section]] = {
     "auth": AuthSettings,
     "gc": GcSettings,
     "monitoring": MonitoringSettings,
+    "serving": ServingSettings,
 }
 
 
@@ -265,6 +290,7 @@ class Settings(_Section):
     auth: AuthSettings
     gc: GcSettings
     monitoring: MonitoringSettings
+    serving: ServingSettings
     minio_auto_enabled: bool
     external_s3: bool = False
 

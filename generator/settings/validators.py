@@ -8,7 +8,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from datetime import datetime
-from typing import Annotated, Any, Callable
+from typing import Annotated, Any, Callable, NamedTuple
 
 from cronsim import CronSim, CronSimError
 from pydantic import BeforeValidator, SecretStr
@@ -207,3 +207,105 @@ Hostname = Annotated[
         matching(HOSTNAME, "must be a DNS name; accepted: lowercase labels of letters, digits and '-' joined by '.'")
     ),
 ]
+
+
+# -- model serving -------------------------------------------------------------------
+
+# MLflow's registry stages a reference may name (the seed's stage API).
+MODEL_STAGES = ("Staging", "Production", "Archived")
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+MODEL_ALIAS = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# The service is mlflow-serve-<slug>: a DNS label of at most 63 characters.
+SLUG_MAX = 63 - len("mlflow-serve-")
+
+
+class ModelReference(NamedTuple):
+    """A registered model as MLFLOW_SERVE_MODELS names it: NAME@ALIAS, NAME/STAGE or NAME/VERSION."""
+
+    name: str
+    kind: str  # "alias", "stage" or "version"
+    target: str  # the alias, the stage (canonical case) or the version number
+
+    @property
+    def text(self) -> str:
+        return f"{self.name}@{self.target}" if self.kind == "alias" else f"{self.name}/{self.target}"
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.text}"
+
+    @property
+    def slug(self) -> str:
+        suffix = {"alias": self.target, "stage": self.target, "version": f"v{self.target}"}[self.kind]
+        return f"{_dns_words(self.name)}-{_dns_words(suffix)}"
+
+
+def _dns_words(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+_REFERENCE_FORMS = (
+    "accepted: NAME@ALIAS (production-classifier@champion), NAME/STAGE "
+    f"({', '.join(MODEL_STAGES)}: churn/Production) or NAME/VERSION (churn/3), comma-separated"
+)
+
+
+def model_reference(text: str) -> ModelReference:
+    if "@" in text:
+        name, _, target = text.partition("@")
+        kind = "alias"
+        if not MODEL_ALIAS.fullmatch(target):
+            raise rule_error(f"{text!r} has no valid alias after '@' (letters, digits, '_' and '-'); {_REFERENCE_FORMS}")
+    elif "/" in text:
+        name, _, target = text.partition("/")
+        if target.isdigit() and int(target) > 0:
+            kind, target = "version", str(int(target))
+        elif target.lower() in (stage.lower() for stage in MODEL_STAGES):
+            kind, target = "stage", next(stage for stage in MODEL_STAGES if stage.lower() == target.lower())
+        else:
+            raise rule_error(f"{text!r} names neither a stage nor a version number after '/'; {_REFERENCE_FORMS}")
+    else:
+        raise rule_error(f"{text!r} is not a model reference; {_REFERENCE_FORMS}")
+    if not name:
+        raise rule_error(f"{text!r} has an empty model name; {_REFERENCE_FORMS}")
+    if not MODEL_NAME.fullmatch(name):
+        raise rule_error(
+            f"{text!r}: the model name must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    reference = ModelReference(name, kind, target)
+    if len(reference.slug) > SLUG_MAX:
+        raise rule_error(f"{text!r} gives the service name mlflow-serve-{reference.slug}, longer than a DNS label "
+                         f"allows; accepted: a reference whose slug has at most {SLUG_MAX} characters")
+    return reference
+
+
+def model_references(value: Any) -> tuple[ModelReference, ...]:
+    text = str(value).strip()
+    if not text:
+        return ()
+    references: list[ModelReference] = []
+    for entry in text.split(","):
+        entry = entry.strip()
+        if not entry:
+            raise rule_error(f"has an empty entry between commas; {_REFERENCE_FORMS}")
+        reference = model_reference(entry)
+        for earlier in references:
+            if earlier.slug == reference.slug:
+                raise rule_error(f"{earlier.text!r} and {reference.text!r} both give the service mlflow-serve-"
+                                 f"{reference.slug}; accepted: references with distinct slugs")
+        references.append(reference)
+    return tuple(references)
+
+
+_PINNED_REQUIREMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._,-]+\])?==[A-Za-z0-9][A-Za-z0-9.!+_-]*")
+
+
+def pinned_requirements(value: Any) -> tuple[str, ...]:
+    entries = [entry for entry in re.split(r"[,\s]+", str(value).strip()) if entry]
+    for entry in entries:
+        if not _PINNED_REQUIREMENT.fullmatch(entry):
+            raise rule_error(
+                f"{entry!r} is not a pinned requirement; accepted: NAME==VERSION entries, comma-separated, "
+                "such as 'scikit-learn==1.5.2, pandas==2.2.3'"
+            )
+    return tuple(entries)

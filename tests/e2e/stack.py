@@ -140,7 +140,11 @@ class Stack:
 
     @property
     def services(self) -> dict:
-        return yaml.safe_load((self.out / compose_artifact.PATH).read_text())["services"]
+        return self.services_of(self.out)
+
+    @staticmethod
+    def services_of(out: Path) -> dict:
+        return yaml.safe_load((out / compose_artifact.PATH).read_text())["services"]
 
     def localize(self, text: str) -> str:
         if self.s3_address:
@@ -240,12 +244,23 @@ class Stack:
     # -- nginx -------------------------------------------------------------
     def start_nginx(self) -> NginxServer:
         if self.nginx is None:
-            vhost = (self.out / nginx_artifact.VHOST_PATH).read_text()
-            host = re.search(r"server_name\s+(\S+);", vhost).group(1)
-            htpasswd = self.out / nginx_artifact.HTPASSWD_PATH
-            self.nginx = NginxServer(vhost, host, upstream=f"127.0.0.1:{self.mlflow_port}",
-                                     htpasswd=htpasswd.read_bytes() if htpasswd.exists() else None)
+            self.nginx = self.nginx_for(self.out)
         return self.nginx.start()
+
+    def nginx_for(self, out: Path, resolver: str | None = None) -> NginxServer:
+        """An nginx with a build's vhost and htpasswd, in front of this stack's MLflow.
+
+        `resolver` replaces Docker's DNS (for upstreams the vhost resolves by name).
+        """
+        vhost = (out / nginx_artifact.VHOST_PATH).read_text()
+        host = re.search(r"server_name\s+(\S+);", vhost).group(1)
+        if resolver is not None:
+            docker_dns = f"resolver {nginx_artifact.DOCKER_RESOLVER} "
+            assert docker_dns in vhost, "the vhost no longer resolves through Docker's DNS"
+            vhost = vhost.replace(docker_dns, f"resolver {resolver} ")
+        htpasswd = out / nginx_artifact.HTPASSWD_PATH
+        return NginxServer(vhost, host, upstream=f"127.0.0.1:{self.mlflow_port}",
+                           htpasswd=htpasswd.read_bytes() if htpasswd.exists() else None)
 
     @property
     def public_host(self) -> str:
