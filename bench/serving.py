@@ -21,10 +21,8 @@ import base64
 import http.client
 import json
 import os
-import random
 import re
 import shutil
-import socket
 import ssl
 import statistics
 import subprocess
@@ -43,7 +41,7 @@ from generator.artifacts import serving as serving_artifact
 from generator.envfiles import read_project_env
 from tests.e2e.conftest import DEFAULT_VERSION, build_out, fresh_servers, make_project
 from tests.e2e.mlflow_venv import image_venv
-from tests.e2e.serving import ADDRESS_BASE, Endpoint, Load, Serving
+from tests.e2e.serving import Endpoint, Load, Serving
 from tests.e2e.stack import Stack
 from tests.nginx_harness import NginxServer
 
@@ -62,9 +60,6 @@ LARGE_CALLS = 100
 LARGE_ROUNDS = 2
 COLD_STARTS = 3  # the endpoint's own first start and two more
 RELOAD_CLIENTS = 4
-# Loopback addresses for the scoring servers: the e2e harness counts up from ADDRESS_BASE + 2, and another
-# checkout may be running it on this machine, so the benchmark picks free ones from a range of its own.
-ADDRESSES = range(100, 251)
 # Iris-shaped: four measurements in centimetres, as the seed's model was trained on.
 IRIS_COLUMNS = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
 
@@ -132,22 +127,11 @@ class Bench:
         (endpoint,) = self.serving.endpoints[SERVICE]
         return endpoint
 
-    def claim_address(self) -> None:
-        """Point the harness's next address at one where nothing listens on the scoring port."""
-        for number in random.sample(ADDRESSES, len(ADDRESSES)):
-            with socket.socket() as probe:
-                try:
-                    probe.bind((f"{ADDRESS_BASE}{number}", serving_artifact.SCORING_PORT))
-                except OSError:
-                    continue
-            self.serving.next_address = number
-            return
-        raise SystemExit("no free loopback address for a scoring server")
-
     def new_endpoint(self) -> Endpoint:
         """One more process of the service on a free address, not published to nginx."""
-        self.claim_address()
-        address = f"{ADDRESS_BASE}{self.serving.next_address}"
+        # The harness's own loopback /24: nothing else listens there.
+        address = f"{self.serving.network}{self.serving.next_address}"
+        self.serving.next_address += 1
         return Endpoint(SERVICE, address, self.stack, self.serving_out, self.serving.venv,
                         self.stack.root / f"{SERVICE}-{address}.log")
 
@@ -267,7 +251,6 @@ def _check_own(endpoint: Endpoint) -> None:
 
 def _start_first(bench: Bench) -> tuple[float, dict[str, float]]:
     """What Serving.start() does, with the first start timed: the endpoint, its name published, nginx."""
-    bench.claim_address()
     started = time.monotonic()
     endpoint = bench.serving.add_process(SERVICE)
     timing = _wait_for_ping(endpoint, started)
@@ -491,7 +474,6 @@ def _reload(bench: Bench) -> list[Row]:
     started = time.monotonic()
     with Load(send, clients=RELOAD_CLIENTS) as load:
         time.sleep(2)
-        bench.claim_address()
         replacement = bench.serving.reload(SERVICE, nginx_artifact.RESOLVER_VALID_SECONDS)
         _check_own(replacement)
         time.sleep(nginx_artifact.RESOLVER_VALID_SECONDS + 2)
