@@ -11,11 +11,11 @@ two processes under one name exactly as two containers of one service would.
 
 from __future__ import annotations
 
+import json
 import os
 import random
-import socket
-import struct
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -37,54 +37,61 @@ def loopback_network() -> str:
     return f"127.{random.randint(64, 254)}.{random.randint(0, 255)}."
 
 
-class ServiceNames(threading.Thread):
-    """A DNS server on loopback answering A queries for the compose service names it is told."""
-
-    def __init__(self) -> None:
-        super().__init__(daemon=True)
-        self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.socket.bind(("127.0.0.1", 0))
-        self.port = self.socket.getsockname()[1]
-        self.names: dict[str, list[str]] = {}
-        self.lock = threading.Lock()
-        self.running = True
-        self.start()
-
-    def set(self, name: str, addresses: list[str]) -> None:
-        with self.lock:
-            self.names[name] = list(addresses)
-
-    def run(self) -> None:
-        while self.running:
-            try:
-                query, client = self.socket.recvfrom(512)
-            except OSError:
-                return
-            try:
-                self.socket.sendto(self.answer(query), client)
-            except (OSError, ValueError, struct.error):
-                continue
-
-    def answer(self, query: bytes) -> bytes:
-        identifier, _flags, questions = struct.unpack("!HHH", query[:6])
+DNS_SERVER = """
+import json, os, socket, struct, sys
+names_file = sys.argv[1]
+server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+server.bind(("127.0.0.1", 0))
+print(server.getsockname()[1], flush=True)
+while True:
+    query, client = server.recvfrom(512)
+    try:
+        identifier = struct.unpack("!H", query[:2])[0]
         offset, labels = 12, []
         while query[offset]:
-            length = query[offset]
-            labels.append(query[offset + 1:offset + 1 + length].decode().lower())
-            offset += 1 + length
-        question = query[12:offset + 5]
-        qtype = struct.unpack("!H", query[offset + 1:offset + 3])[0]
-        with self.lock:
-            addresses = self.names.get(".".join(labels))
+            labels.append(query[offset + 1:offset + 1 + query[offset]].decode().lower())
+            offset += 1 + query[offset]
+        question, qtype = query[12:offset + 5], struct.unpack("!H", query[offset + 1:offset + 3])[0]
+        with open(names_file) as file:
+            addresses = json.load(file).get(".".join(labels))
         if addresses is None:
-            return struct.pack("!HHHHHH", identifier, 0x8183, 1, 0, 0, 0) + question  # NXDOMAIN
-        records = addresses if qtype == 1 else []
-        body = b"".join(struct.pack("!HHHLH", 0xC00C, 1, 1, 1, 4) + socket.inet_aton(address) for address in records)
-        return struct.pack("!HHHHHH", identifier, 0x8180, 1, len(records), 0, 0) + question + body
+            answer = struct.pack("!HHHHHH", identifier, 0x8183, 1, 0, 0, 0) + question
+        else:
+            records = addresses if qtype == 1 else []
+            answer = struct.pack("!HHHHHH", identifier, 0x8180, 1, len(records), 0, 0) + question + b"".join(
+                struct.pack("!HHHLH", 0xC00C, 1, 1, 1, 4) + socket.inet_aton(a) for a in records)
+        server.sendto(answer, client)
+    except (OSError, ValueError, struct.error, IndexError):
+        continue
+"""
+
+
+class ServiceNames:
+    """A DNS server on loopback answering A queries for the compose service names it is told.
+
+    It runs in a process of its own, as Docker's DNS does, so clients busy in
+    the test's process never delay its answers past nginx's resolver_timeout.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.file = directory / "service-names.json"
+        self.names: dict[str, list[str]] = {}
+        self._write()
+        self.process = subprocess.Popen([sys.executable, "-c", DNS_SERVER, str(self.file)], stdout=subprocess.PIPE,
+                                        text=True, start_new_session=True)
+        self.port = int(self.process.stdout.readline())
+
+    def set(self, name: str, addresses: list[str]) -> None:
+        self.names[name] = list(addresses)
+        self._write()
+
+    def _write(self) -> None:
+        partial = self.file.with_suffix(".partial")
+        partial.write_text(json.dumps(self.names))
+        partial.replace(self.file)  # the server never reads half a file
 
     def stop(self) -> None:
-        self.running = False
-        self.socket.close()
+        _kill_group(self.process, grace=2)
 
 
 @dataclass
@@ -157,11 +164,15 @@ class Serving:
     stack: Stack
     out: Path
     venv: Path
-    names: ServiceNames = field(default_factory=ServiceNames)
+    names: ServiceNames | None = None
     endpoints: dict[str, list[Endpoint]] = field(default_factory=dict)
     nginx: NginxServer | None = None
     next_address: int = 2
     network: str = field(default_factory=loopback_network)
+
+    def __post_init__(self) -> None:
+        if self.names is None:
+            self.names = ServiceNames(self.stack.root)
 
     def services(self) -> list[str]:
         return [name for name in self.stack.services_of(self.out) if name.startswith("mlflow-serve-")]
@@ -196,6 +207,10 @@ class Serving:
     @property
     def public_url(self) -> str:
         return f"https://{self.nginx.host}:{self.nginx.https_port}"
+
+    def nginx_errors(self) -> list[str]:
+        log = self.nginx.prefix / "logs" / "error.log"
+        return [line for line in log.read_text(errors="replace").splitlines() if "[error]" in line] if log.exists() else []
 
     def stop(self) -> None:
         for endpoints in self.endpoints.values():
@@ -254,3 +269,7 @@ class Load:
     @property
     def failed(self) -> int:
         return sum(1 for status in self.statuses if status != 200)
+
+    @property
+    def by_status(self) -> dict[int, int]:
+        return {status: self.statuses.count(status) for status in sorted(set(self.statuses))}
