@@ -89,6 +89,10 @@ def load_settings(project_env: ProjectEnv) -> Settings:
                 name = str(detail["loc"][0])
                 problems.setdefault(name, _describe(name, detail, project_env, hidden))
 
+    if "MLFLOW_DB_USER" in problems and not project_env.values.get("MLFLOW_GRAPHQL_DB_USER", "").strip():
+        # The default role name is derived from MLFLOW_DB_USER: its problem is reported once, there.
+        problems.pop("MLFLOW_GRAPHQL_DB_USER", None)
+
     for name, reason in _REQUIRED_WHEN_ENABLED.items():
         if name not in problems and not values[name]:
             problems[name] = f"{name}: is required when MLFLOW_ENABLED=true ({reason}); set it in {SECRETS_FILE}"
@@ -100,7 +104,7 @@ def load_settings(project_env: ProjectEnv) -> Settings:
             if problem:
                 problems[name] = problem
 
-    problems.update(_cross_checks(values, problems, hidden))
+    problems.update(_cross_checks(values, problems, hidden, project_env))
 
     if problems:
         raise SettingsError([problems[name] for name in sorted(problems)])
@@ -126,6 +130,9 @@ def _with_defaults(raw: dict[str, str]) -> dict[str, str]:
         values["MLFLOW_ARTIFACTS_ROOT"] = f"s3://{values['MLFLOW_ARTIFACTS_BUCKET']}"
     if not values["POSTGRES_DB"]:
         values["POSTGRES_DB"] = values["PROJECT_NAME"]
+    if not values["MLFLOW_GRAPHQL_DB_USER"]:
+        # Cut so that the name stays within PostgreSQL's 63 characters.
+        values["MLFLOW_GRAPHQL_DB_USER"] = f"{values['MLFLOW_DB_USER'].strip()[:55]}_graphql"
     if not values["MLFLOW_AUTH_HASH_ROUNDS"]:
         scheme = rules.HASH_SCHEMES.get(values["MLFLOW_AUTH_HASH"].strip())
         values["MLFLOW_AUTH_HASH_ROUNDS"] = str(scheme[2]) if scheme else "5000"
@@ -203,7 +210,9 @@ def compose_quoting_problem(name: str, origin: EnvValue) -> str | None:
     return None
 
 
-def _cross_checks(values: dict[str, str], problems: dict[str, str], hidden: frozenset[str]) -> dict[str, str]:
+def _cross_checks(
+    values: dict[str, str], problems: dict[str, str], hidden: frozenset[str], project_env: ProjectEnv
+) -> dict[str, str]:
     found: dict[str, str] = {}
     bucket = values["MLFLOW_ARTIFACTS_BUCKET"]
     root = values["MLFLOW_ARTIFACTS_ROOT"]
@@ -237,6 +246,19 @@ def _cross_checks(values: dict[str, str], problems: dict[str, str], hidden: froz
             "MLFLOW_DB_NAME: must differ from POSTGRES_DB, the stack's main database; MLflow keeps its tables "
             f"in a database of its own{_got('MLFLOW_DB_NAME', values['MLFLOW_DB_NAME'], hidden)}"
         )
+    graphql_on = values["MLFLOW_GRAPHQL_ENABLED"].strip().lower() in ("true", "yes", "1")
+    graphql_user = values["MLFLOW_GRAPHQL_DB_USER"]
+    if graphql_on and "MLFLOW_GRAPHQL_DB_USER" not in problems:
+        for other in ("MLFLOW_DB_USER", "POSTGRES_USER"):
+            if graphql_user == values[other]:
+                origin = project_env.origins.get("MLFLOW_GRAPHQL_DB_USER")
+                where = f" (in {origin.source} line {origin.line})" if origin and origin.raw_text.strip() else ""
+                found["MLFLOW_GRAPHQL_DB_USER"] = (
+                    f"MLFLOW_GRAPHQL_DB_USER{where}: must differ from {other}, because Hasura gets a read-only role "
+                    f"of its own; accepted: any other role name"
+                    f"{_got('MLFLOW_GRAPHQL_DB_USER', graphql_user, hidden)}"
+                )
+                break
     scheme = rules.HASH_SCHEMES.get(values["MLFLOW_AUTH_HASH"].strip())
     rounds = values["MLFLOW_AUTH_HASH_ROUNDS"].strip()
     if scheme and "MLFLOW_AUTH_HASH_ROUNDS" not in problems and rounds.isdigit():
