@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from generator.artifacts import bucket, image, sql
+from generator.artifacts import bucket, graphql, image, sql
 from generator.render import to_yaml
 from generator.settings import Settings
 from generator.versions import checks_host_header, uses_uvicorn
@@ -39,6 +39,7 @@ class EnvRef:
 
 
 MLFLOW_DB_PASSWORD = EnvRef("MLFLOW_DB_PASSWORD", "run nself build to generate it")
+MLFLOW_GRAPHQL_DB_PASSWORD = EnvRef("MLFLOW_GRAPHQL_DB_PASSWORD", "run nself build to generate it")
 POSTGRES_PASSWORD = EnvRef("POSTGRES_PASSWORD", "set it in .env.secrets")
 MINIO_ROOT_PASSWORD = EnvRef("MINIO_ROOT_PASSWORD", "set it in .env.secrets")
 
@@ -92,6 +93,13 @@ def server_command(settings: Settings) -> list[str]:
         command += ["--cors-allowed-origins", f"https://{settings.public_host}"]
     command += ["--expose-prometheus", METRICS_DIR]
     return command
+
+
+def default_artifact_root(settings: Settings) -> str:
+    """The root `mlflow server` resolves from server_command's options: its Default experiment lives below it."""
+    if settings.storage.serve_artifacts:
+        return "mlflow-artifacts:/"  # MLflow's DEFAULT_ARTIFACTS_URI, for --serve-artifacts without a root
+    return settings.artifacts_destination
 
 
 def allowed_hosts(settings: Settings) -> list[str]:
@@ -184,10 +192,12 @@ def init_service(settings: Settings, tag: str) -> dict[str, Any]:
             "MLFLOW_INIT_TIMEOUT": str(INIT_TIMEOUT_SECONDS),
             "MLFLOW_INIT_SQL": f"{INIT_FILES_DIR}/mlflow.sql",
             "MLFLOW_INIT_BUCKET_POLICY": f"{INIT_FILES_DIR}/bucket-policy.json",
+            **_init_graphql_environment(settings),
         },
         "volumes": [
             f"./{sql.PATH}:{INIT_FILES_DIR}/mlflow.sql:ro",
             f"./{bucket.path(settings)}:{INIT_FILES_DIR}/bucket-policy.json:ro",
+            *([f"./{graphql.SQL_PATH}:{INIT_FILES_DIR}/mlflow-graphql.sql:ro"] if settings.graphql.enabled else []),
         ],
         "labels": {
             "nself.type": "init-container",
@@ -199,6 +209,20 @@ def init_service(settings: Settings, tag: str) -> dict[str, Any]:
             "minio": {"condition": "service_healthy"},
         },
         "networks": [network_name(settings)],
+    }
+
+
+def _init_graphql_environment(settings: Settings) -> dict[str, Any]:
+    """What init needs for the GraphQL views; without MLFLOW_INIT_GRAPHQL_SQL it removes them."""
+    if not settings.graphql.enabled:
+        return {}
+    return {
+        "MLFLOW_GRAPHQL_DB_USER": settings.graphql.db_user,
+        "MLFLOW_GRAPHQL_DB_PASSWORD": MLFLOW_GRAPHQL_DB_PASSWORD,
+        "MLFLOW_INIT_GRAPHQL_SQL": f"{INIT_FILES_DIR}/mlflow-graphql.sql",
+        # On an empty database init creates MLflow's schema (the views need it),
+        # and with it the Default experiment, below the root the server uses.
+        "MLFLOW_INIT_ARTIFACT_ROOT": default_artifact_root(settings),
     }
 
 
