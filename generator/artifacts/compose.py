@@ -38,6 +38,18 @@ class EnvRef:
         return f"${{{self.name}:?{self.name} is not set: {self.reason}}}"
 
 
+@dataclass(frozen=True)
+class EnvTemplate:
+    """Literal text around one substituted secret, such as a connection URL."""
+
+    before: str
+    reference: EnvRef
+    after: str
+
+    def render(self) -> str:
+        return _escape(self.before) + self.reference.render() + _escape(self.after)
+
+
 MLFLOW_DB_PASSWORD = EnvRef("MLFLOW_DB_PASSWORD", "run nself build to generate it")
 MLFLOW_GRAPHQL_DB_PASSWORD = EnvRef("MLFLOW_GRAPHQL_DB_PASSWORD", "run nself build to generate it")
 POSTGRES_PASSWORD = EnvRef("POSTGRES_PASSWORD", "set it in .env.secrets")
@@ -46,7 +58,7 @@ MINIO_ROOT_PASSWORD = EnvRef("MINIO_ROOT_PASSWORD", "set it in .env.secrets")
 
 def _escape(value: Any) -> Any:
     """Literal strings must reach the container as written: '$' becomes '$$'."""
-    if isinstance(value, EnvRef):
+    if isinstance(value, (EnvRef, EnvTemplate)):
         return value.render()
     if isinstance(value, str):
         return value.replace("$", "$$")
@@ -226,6 +238,12 @@ def _init_graphql_environment(settings: Settings) -> dict[str, Any]:
     }
 
 
+def hasura_service(settings: Settings) -> dict[str, Any]:
+    """Merged by Compose into nself's own hasura service: the connection URL of the `mlflow` source."""
+    before, after = graphql.database_url(settings)
+    return {"environment": {graphql.DATABASE_URL_VARIABLE: EnvTemplate(before, MLFLOW_GRAPHQL_DB_PASSWORD, after)}}
+
+
 def gc_command(settings: Settings) -> list[str]:
     # 2.9.2 has no env var for the store; --backend-store-uri exists in every
     # supported version. The password comes from PGPASSWORD, as for the server.
@@ -312,6 +330,8 @@ def build(settings: Settings, image_files: dict[str, bytes]) -> dict[str, bytes]
         services["mlflow-gc"] = gc_service(settings, tag)
     if settings.monitoring.enabled:
         services["mlflow-blackbox"] = blackbox_service(settings)
+    if settings.graphql.enabled:
+        services["hasura"] = hasura_service(settings)
     if settings.minio_auto_enabled:
         services["minio"] = minio_service(settings)
         document["volumes"] = {"minio_data": {}}

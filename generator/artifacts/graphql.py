@@ -1,11 +1,15 @@
-"""GraphQL through nself's Hasura: read-only views of the experiment data.
+"""GraphQL through nself's Hasura: read-only views of the experiment data, and Hasura's metadata for them.
 
 Only while MLFLOW_GRAPHQL_ENABLED=true:
 
 - out/postgres/init/mlflow-graphql.sql: the views in schema mlflow_graphql of
   the MLflow database, their column comments (Hasura shows them as field
   descriptions) and the read-only role's privileges. mlflow-init applies it
-  after the MLflow schema is current, and drops the schema before a migration.
+  after the MLflow schema is current, and drops the schema before a migration;
+- out/hasura/metadata/databases/mlflow/tables/: one metadata file per tracked
+  view, as `hasura metadata export` writes them (v3 metadata directory);
+- out/hasura/mlflow-source.yaml: the source entry to add to nself's
+  hasura/metadata/databases/databases.yaml (see the README).
 
 The views are the interface; MLflow's tables are not. Every view reads only
 columns that exist, with the same meaning, from MLflow 2.9 to 3.17: times are
@@ -17,13 +21,27 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 from generator.artifacts.sql import quote_identifier
-from generator.render import render_template
+from generator.render import render_template, to_yaml
 from generator.settings import Settings
 
 SCHEMA = "mlflow_graphql"  # init/graphql.py drops it by this name (a test holds them together)
 SQL_PATH = "postgres/init/mlflow-graphql.sql"
+SOURCE_NAME = "mlflow"
+SOURCE_ENTRY_PATH = "hasura/mlflow-source.yaml"
+METADATA_TABLES_DIR = f"hasura/metadata/databases/{SOURCE_NAME}/tables"
+# Set on nself's hasura service by docker-compose.mlflow.yml.
+DATABASE_URL_VARIABLE = "MLFLOW_GRAPHQL_DATABASE_URL"
+# GraphQL: query { mlflow { runs { ... } } }, types mlflow_runs, ...: nothing
+# collides with the app database's tables.
+NAMESPACE = "mlflow"
+TYPE_PREFIX = "mlflow_"
+# Hasura's default is 50 connections per source. MLflow's own budget is
+# MLFLOW_WORKERS x 10 on the same server, so the views get a small pool.
+POOL_MAX_CONNECTIONS = 5
+SOURCE = "generator/artifacts/graphql.py"
 MARKER_PREFIX = "nself-mlflow graphql views"
 # MLflow marks a deleted model version with this stage and keeps the row; its REST API hides it.
 DELETED_VERSION_STAGE = "Deleted_Internal"
@@ -61,6 +79,15 @@ class View:
     @property
     def column_names(self) -> list[str]:
         return [column.name for column in self.columns]
+
+
+@dataclass(frozen=True)
+class Relationship:
+    view: str
+    name: str
+    kind: str  # "object" or "array"
+    target: str
+    mapping: tuple[tuple[str, str], ...]  # (column of view, column of target)
 
 
 def _run_id(alias: str) -> Column:
@@ -186,6 +213,28 @@ VIEWS: tuple[View, ...] = (
     ),
 )
 
+RELATIONSHIPS: tuple[Relationship, ...] = (
+    Relationship("experiments", "runs", "array", "runs", (("experiment_id", "experiment_id"),)),
+    Relationship("runs", "experiment", "object", "experiments", (("experiment_id", "experiment_id"),)),
+    Relationship("runs", "params", "array", "params", (("run_id", "run_id"),)),
+    Relationship("runs", "metrics", "array", "metrics", (("run_id", "run_id"),)),
+    Relationship("runs", "metric_history", "array", "metric_history", (("run_id", "run_id"),)),
+    Relationship("runs", "tags", "array", "run_tags", (("run_id", "run_id"),)),
+    Relationship("runs", "model_versions", "array", "model_versions", (("run_id", "run_id"),)),
+    Relationship("params", "run", "object", "runs", (("run_id", "run_id"),)),
+    Relationship("metrics", "run", "object", "runs", (("run_id", "run_id"),)),
+    Relationship("metric_history", "run", "object", "runs", (("run_id", "run_id"),)),
+    Relationship("run_tags", "run", "object", "runs", (("run_id", "run_id"),)),
+    Relationship("registered_models", "versions", "array", "model_versions", (("name", "name"),)),
+    Relationship("registered_models", "aliases", "array", "model_aliases", (("name", "name"),)),
+    Relationship("model_versions", "model", "object", "registered_models", (("name", "name"),)),
+    Relationship("model_versions", "run", "object", "runs", (("run_id", "run_id"),)),
+    Relationship("model_versions", "aliases", "array", "model_aliases", (("name", "name"), ("version", "version"))),
+    Relationship("model_aliases", "model", "object", "registered_models", (("name", "name"),)),
+    Relationship("model_aliases", "model_version", "object", "model_versions", (("name", "name"), ("version", "version"))),
+)
+
+
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
@@ -232,7 +281,83 @@ def sql(settings: Settings) -> bytes:
     )
 
 
+def _relationship(relationship: Relationship) -> dict[str, Any]:
+    return {
+        "name": relationship.name,
+        "using": {
+            "manual_configuration": {
+                "remote_table": {"name": relationship.target, "schema": SCHEMA},
+                "column_mapping": dict(relationship.mapping),
+            }
+        },
+    }
+
+
+def table_metadata(view: View, role: str) -> dict[str, Any]:
+    """One tracked view, in the form of `hasura metadata export`'s tables/<schema>_<name>.yaml."""
+    table: dict[str, Any] = {
+        "table": {"name": view.name, "schema": SCHEMA},
+        "configuration": {"custom_name": view.name},
+    }
+    for kind in ("object", "array"):
+        relationships = [_relationship(r) for r in RELATIONSHIPS if r.view == view.name and r.kind == kind]
+        if relationships:
+            table[f"{kind}_relationships"] = relationships
+    table["select_permissions"] = [
+        {
+            "role": role,
+            "permission": {"columns": view.column_names, "filter": {}, "allow_aggregations": True},
+        }
+    ]
+    return table
+
+
+def table_file(view: View) -> str:
+    return f"{SCHEMA}_{view.name}.yaml"
+
+
+def source_entry() -> dict[str, Any]:
+    """The source, as one entry of databases.yaml; its tables are included from the folder beside it."""
+    return {
+        "name": SOURCE_NAME,
+        "kind": "postgres",
+        "configuration": {
+            "connection_info": {
+                "database_url": {"from_env": DATABASE_URL_VARIABLE},
+                "isolation_level": "read-committed",
+                "use_prepared_statements": True,
+                "pool_settings": {"max_connections": POOL_MAX_CONNECTIONS, "idle_timeout": 180, "retries": 1},
+            }
+        },
+        "customization": {"root_fields": {"namespace": NAMESPACE}, "type_names": {"prefix": TYPE_PREFIX}},
+        "tables": f"!include {SOURCE_NAME}/tables/tables.yaml",
+    }
+
+
+SOURCE_ENTRY_HEADER = (
+    f"# Generated by nself-mlflow from {SOURCE}.\n"
+    "# The `mlflow` source: add this entry to hasura/metadata/databases/databases.yaml once,\n"
+    f"# and copy out/{METADATA_TABLES_DIR}/ to hasura/metadata/databases/{SOURCE_NAME}/tables/\n"
+    "# after every build (see the README's \"GraphQL through Hasura\").\n"
+)
+
+
+def database_url(settings: Settings) -> tuple[str, str]:
+    """Hasura's connection URL around the password: (before it, after it); Compose fills the password in."""
+    database = settings.database
+    return (
+        f"postgres://{settings.graphql.db_user}:",
+        f"@{database.host}:{database.port}/{database.name}",
+    )
+
+
 def build(settings: Settings) -> dict[str, bytes]:
     if not settings.graphql.enabled:
         return {}
-    return {SQL_PATH: sql(settings)}
+    role = settings.graphql.role
+    files = {SQL_PATH: sql(settings)}
+    files[f"{METADATA_TABLES_DIR}/tables.yaml"] = to_yaml([f"!include {table_file(view)}" for view in VIEWS], SOURCE)
+    for view in VIEWS:
+        files[f"{METADATA_TABLES_DIR}/{table_file(view)}"] = to_yaml(table_metadata(view, role), SOURCE)
+    files[SOURCE_ENTRY_PATH] = to_yaml([source_entry()], SOURCE, comment=SOURCE_ENTRY_HEADER)
+    return files

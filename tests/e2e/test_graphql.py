@@ -9,6 +9,8 @@ NaN metric, a deleted model version. Then:
 
 - every view returns what MLflow's REST API returns for the same data;
 - the GraphQL role reads every view and nothing else;
+- every tracked view, column and relationship of the generated Hasura
+  metadata exists in the live database, readable by that role;
 - init re-runs report `unchanged`, the role's password rotates, privileges
   granted beyond the views are revoked, the SQL file applied with psql gives
   what init gives, a backup leaves the views out and init makes them again;
@@ -42,6 +44,7 @@ from tests.e2e.mlflow_venv import image_venv
 from tests.e2e.stack import Stack
 from tests.e2e.test_backup import service
 from tests.e2e.test_stack import curl
+from tests.test_graphql_metadata import add_mlflow_source, exported_metadata, mlflow_source, nself_metadata
 from tests.test_init import outcomes
 
 API = "/api/2.0/mlflow"
@@ -337,6 +340,46 @@ def test_the_graphql_role_reads_every_view_and_nothing_else(gstack, gseeded, oth
             for (table,) in admin.execute("SELECT format('%I.%I', schemaname, tablename) FROM pg_tables "
                                           "WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"):
                 refused(connection, f"SELECT * FROM {table} LIMIT 1")
+
+
+def test_every_tracked_view_column_and_relationship_exists_in_the_live_database(gstack, gseeded, tmp_path):
+    """What Hasura reads when it loads the source, read as its role."""
+    metadata = nself_metadata(tmp_path / "nself")
+    add_mlflow_source(metadata, gstack.out)
+    source = mlflow_source(exported_metadata(metadata))
+    with as_graphql_role(gstack) as connection:
+        live = {}
+        for row in connection.execute("SELECT table_name, column_name, data_type FROM information_schema.columns "
+                                      "WHERE table_schema = %s ORDER BY table_name, ordinal_position",
+                                      (graphql.SCHEMA,)):
+            live.setdefault(row["table_name"], {})[row["column_name"]] = row["data_type"]
+        comments = {row["name"]: row["doc"] for row in connection.execute(
+            "SELECT c.relname AS name, obj_description(c.oid, 'pg_class') AS doc FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s", (graphql.SCHEMA,))}
+        tracked = {table["table"]["name"]: table for table in source["tables"]}
+        assert set(tracked) == set(live) and all(table["table"]["schema"] == graphql.SCHEMA for table in tracked.values())
+        assert all(comments[name] for name in tracked)  # Hasura shows them as type descriptions
+        for name, table in tracked.items():
+            for permission in table["select_permissions"]:
+                assert permission["permission"]["columns"] == list(live[name]), name
+            for kind in ("object_relationships", "array_relationships"):
+                for relationship in table.get(kind, []):
+                    manual = relationship["using"]["manual_configuration"]
+                    target = manual["remote_table"]["name"]
+                    mapping = manual["column_mapping"]
+                    for mine, theirs in mapping.items():
+                        assert live[name][mine] == live[target][theirs], (name, relationship["name"])
+                    condition = " AND ".join(f"v.{mine} = t.{theirs}" for mine, theirs in mapping.items())
+                    joined = connection.execute(
+                        f"SELECT count(*) AS n FROM {graphql.SCHEMA}.{name} v JOIN {graphql.SCHEMA}.{target} t "
+                        f"ON {condition}").fetchone()["n"]
+                    assert joined > 0, (name, relationship["name"])
+                    if kind == "object_relationships":
+                        # An object relationship points at one row at most.
+                        columns = ", ".join(mapping.values())
+                        assert connection.execute(
+                            f"SELECT count(*) = count(DISTINCT ({columns}, true)) AS unique FROM "
+                            f"{graphql.SCHEMA}.{target}").fetchone()["unique"], (name, relationship["name"])
 
 
 # -- init, again ------------------------------------------------------------------------------
