@@ -33,9 +33,10 @@ def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 _Dumper.add_representer(str, _represent_str)
 
 
-def to_yaml(data: Any, source: str) -> bytes:
+def to_yaml(data: Any, source: str, comment: str | None = None) -> bytes:
+    """YAML below a comment: the generated-file header, or `comment` when the file is meant to be copied elsewhere."""
     body = yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1000, allow_unicode=True)
-    return (header(source) + body).encode()
+    return ((header(source) if comment is None else comment) + body).encode()
 
 
 def to_json(data: Any) -> bytes:

@@ -26,6 +26,44 @@ def _first_line(error: Exception) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+def _schema_and_views(config, deadline: float, where: str) -> int | None:
+    """Views off: removed. Then the MLflow schema, with the views dropped before a migration; then the views."""
+    import psycopg
+
+    from init import graphql, schema
+    from init.psqlscript import ScriptError
+
+    step = graphql.STEP
+    try:
+        if not config.graphql_enabled and graphql.remove(config, deadline):
+            log(f"{graphql.STEP}: removed (MLFLOW_GRAPHQL_ENABLED is off)")
+
+        def before_migration() -> None:
+            if config.graphql_enabled and graphql.remove(config, deadline):
+                log(f"{graphql.STEP}: dropped for the migration (views block some of MLflow's ALTER TABLEs); "
+                    "made again after it")
+
+        step = schema.STEP
+        migrated = schema.upgrade(config, echo=log, before_migration=before_migration)
+        if migrated is not None:
+            log_step(migrated)
+        step = graphql.STEP
+        if config.graphql_enabled:
+            for result in graphql.apply(config, deadline, echo=log):
+                log_step(result)
+    except schema.SchemaError as error:
+        log(f"{where}: {step}: {error}")
+        return 1
+    except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled) as error:
+        log(f"{where}: {step}: did not finish by the deadline ({_first_line(error)}); "
+            "is another session (Hasura's, say) holding a lock on them?")
+        return 1
+    except (psycopg.Error, ScriptError, OSError) as error:
+        log(f"{where}: {step}: {_first_line(error)}")
+        return 1
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args in (["--help"], ["-h"]):
@@ -59,30 +97,22 @@ def main(argv: list[str] | None = None) -> int:
     except TimeoutError as error:
         log(f"{where}: not ready after {config.timeout:g} s ({error}); is the postgres service up?")
         return 1
-    try:
-        with connection:
+    # The admin session holds the SQL file's advisory lock until it closes:
+    # concurrent inits take turns through the schema and view steps too.
+    with connection:
+        try:
             for result in postgres.apply(connection, config, deadline, echo=log):
                 log_step(result)
-    except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled) as error:
-        log(f"{where}: applying {config.sql_file} did not finish by the deadline ({_first_line(error)}); "
-            "is another session holding a lock on the MLflow role or database?")
-        return 1
-    except (psycopg.Error, ScriptError, OSError) as error:
-        log(f"{where}: applying {config.sql_file} failed: {_first_line(error)}")
-        return 1
-
-    from init import schema
-
-    try:
-        migrated = schema.upgrade(config, echo=log)
-    except schema.SchemaError as error:
-        log(f"{where}: {schema.STEP}: {error}")
-        return 1
-    except psycopg.Error as error:
-        log(f"{where}: {schema.STEP}: {_first_line(error)}")
-        return 1
-    if migrated is not None:
-        log_step(migrated)
+        except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled) as error:
+            log(f"{where}: applying {config.sql_file} did not finish by the deadline ({_first_line(error)}); "
+                "is another session holding a lock on the MLflow role or database?")
+            return 1
+        except (psycopg.Error, ScriptError, OSError) as error:
+            log(f"{where}: applying {config.sql_file} failed: {_first_line(error)}")
+            return 1
+        failed = _schema_and_views(config, deadline, where)
+        if failed is not None:
+            return failed
 
     where = f"S3 at {config.s3_endpoint}"
     try:

@@ -13,7 +13,8 @@ from init.config import InitConfig
 from init.psqlscript import StepResult, run_script
 from init.wait import until_deadline
 
-PASSWORD_VARIABLE = "mlflow_password"  # the psql variable the SQL file reads
+PASSWORD_VARIABLE = "mlflow_password"  # the psql variables the SQL file reads
+GRAPHQL_PASSWORD_VARIABLE = "mlflow_graphql_password"
 
 # SQLSTATEs that retrying cannot fix: bad password or role, no such database.
 _PERMANENT_STATES = {"28P01", "28000", "3D000", "42501"}
@@ -53,11 +54,18 @@ def _describe(error: Exception) -> str:
 def apply(connection: psycopg.Connection, config: InitConfig, deadline: float, echo) -> list[StepResult]:
     """Run the SQL file; nothing in it may wait past the deadline (a held lock, say)."""
     script = config.sql_file.read_text(encoding="utf-8")
+    set_deadline(connection, deadline)
+    variables = {PASSWORD_VARIABLE: password_verifier(connection, config.db_user, config.db_password)}
+    if config.graphql_enabled:
+        variables[GRAPHQL_PASSWORD_VARIABLE] = password_verifier(connection, config.graphql_user, config.graphql_password)
+    return run_script(connection, script, variables, echo=echo)
+
+
+def set_deadline(connection: psycopg.Connection, deadline: float) -> None:
+    """No statement, and no wait for a lock, may last past the deadline."""
     remaining_ms = max(int((deadline - time.monotonic()) * 1000), 1)
     connection.execute("SELECT set_config('lock_timeout', %s, false)", (str(remaining_ms),))
     connection.execute("SELECT set_config('statement_timeout', %s, false)", (str(remaining_ms),))
-    verifier = password_verifier(connection, config.db_user, config.db_password)
-    return run_script(connection, script, {PASSWORD_VARIABLE: verifier}, echo=echo)
 
 
 def password_verifier(connection: psycopg.Connection, role: str, password: str) -> str:

@@ -5,7 +5,10 @@ database schema") and does not migrate by itself. `mlflow db upgrade` fails on
 an empty database up to 3.8, so:
 
 - an empty database (no alembic_version table) is left for the server, which
-  creates its tables at the first start;
+  creates its tables at the first start; with the GraphQL views on, init
+  creates them itself, with MLflow's own tracking store (`python -m
+  init.schema create`), so that the views can be made in the same run
+  (`mlflow db upgrade` fails on an empty database up to 3.8);
 - a schema at the head revision of the installed MLflow is left untouched;
 - an older schema is migrated with the installed MLflow's `mlflow db upgrade`,
   after a line naming both revisions and reminding to back up;
@@ -80,13 +83,22 @@ def current_revision(config: InitConfig) -> str | None:
         return row[0] if row else None
 
 
-def upgrade(config: InitConfig, echo, mlflow: InstalledMlflow | None = None) -> StepResult | None:
-    """Check, then migrate if the schema is older than the installed MLflow's."""
+def upgrade(config: InitConfig, echo, mlflow: InstalledMlflow | None = None,
+            before_migration=lambda: None) -> StepResult | None:
+    """Check, then create (GraphQL on) or migrate the schema; `before_migration` runs right before a migration."""
     mlflow = mlflow or InstalledMlflow.find()
     if mlflow is None:
         echo(f"{STEP}: not checked: MLflow is not installed beside init")
         return None
     revision = current_revision(config)
+    if revision is None and config.graphql_enabled:
+        # No password in the URI: libpq reads PGPASSWORD, as for the server.
+        uri = f"postgresql://{config.db_user}@{config.pg_host}:{config.pg_port}/{config.db_name}"
+        run_create(uri, config.artifact_root, config.db_password, config.timeout)
+        created = current_revision(config)
+        if created != mlflow.head():
+            raise SchemaError(f"creating the schema left it at {created}, not {mlflow.head()}")
+        return StepResult(STEP, "created")
     if revision is None:
         echo(f"{STEP}: empty database; mlflow server creates the tables at its first start")
         return StepResult(STEP, "unchanged")
@@ -100,6 +112,7 @@ def upgrade(config: InitConfig, echo, mlflow: InstalledMlflow | None = None) -> 
         )
     echo(f"{STEP}: back up the database first (nself db dump --database {config.db_name}); "
          f"migrating from revision {revision} to {head} with MLflow {mlflow.version}")
+    before_migration()
     # No password in the URI: libpq reads PGPASSWORD, as for the server.
     uri = f"postgresql://{config.db_user}@{config.pg_host}:{config.pg_port}/{config.db_name}"
     run_db_upgrade(uri, config.db_password, config.timeout)
@@ -110,6 +123,40 @@ def upgrade(config: InitConfig, echo, mlflow: InstalledMlflow | None = None) -> 
 
 
 MLFLOW_CLI = (sys.executable, "-m", "mlflow")
+CREATE_CLI = (sys.executable, "-m", "init.schema", "create")
+
+
+def run_create(uri: str, artifact_root: str, password: str, timeout: float,
+               create_cli: tuple[str, ...] = CREATE_CLI) -> None:
+    """`python -m init.schema create URI ROOT` in a process of its own, bounded like the migration.
+
+    Its own process: the password reaches libpq as PGPASSWORD (init's own is the
+    admin's), and MLflow is imported only when a schema is created.
+    """
+    argv = [*create_cli, uri, artifact_root]
+    try:
+        result = subprocess.run(argv, env={**os.environ, "PGPASSWORD": password}, capture_output=True, text=True,
+                                timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise SchemaError(f"creating the schema did not finish within {timeout:g} s (MLFLOW_INIT_TIMEOUT) and was "
+                          "stopped; drop and recreate the empty database before retrying") from None
+    except OSError as error:
+        raise SchemaError(f"cannot run {' '.join(create_cli)} ({argv[0]}: {error.strerror or error})") from None
+    if result.returncode != 0:
+        lines = [line for line in (result.stderr or result.stdout).splitlines() if line.strip()]
+        raise SchemaError(f"creating the schema with MLflow's tracking store failed (exit code {result.returncode}): "
+                          f"{lines[-1].strip() if lines else 'no output'}")
+
+
+def create_schema(uri: str, artifact_root: str) -> None:
+    """What `mlflow server` does to an empty database: MLflow's tracking store makes its tables and the Default experiment.
+
+    The root is the one the server resolves, so the Default experiment is the
+    one the server would have made.
+    """
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    SqlAlchemyStore(uri, artifact_root)
 
 
 def run_db_upgrade(uri: str, password: str, timeout: float, mlflow_cli: tuple[str, ...] = MLFLOW_CLI) -> None:
@@ -138,10 +185,16 @@ def classify(revision: str, mlflow: InstalledMlflow) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m init.schema check REVISION`: what restore asks before it touches a database."""
+    """`python -m init.schema check REVISION`: what restore asks before it touches a database.
+
+    `python -m init.schema create URI ROOT`: what init runs on an empty database (password in PGPASSWORD).
+    """
     args = sys.argv[1:] if argv is None else argv
+    if len(args) == 3 and args[0] == "create":
+        create_schema(args[1], args[2])
+        return 0
     if len(args) != 2 or args[0] != "check":
-        print("usage: python -m init.schema check REVISION", file=sys.stderr)
+        print("usage: python -m init.schema check REVISION | create URI ARTIFACT_ROOT", file=sys.stderr)
         return 2
     mlflow = InstalledMlflow.find()
     if mlflow is None:

@@ -243,6 +243,32 @@ CASES = [
         env="MLFLOW_ROUTE=${ROUTE_ALIAS}\nROUTE_ALIAS=${MLFLOW_ROUTE}\n",
         names=("MLFLOW_ROUTE", "ROUTE_ALIAS"),
     ),
+    # GraphQL through Hasura
+    Case("graphql-enabled-maybe", env="MLFLOW_GRAPHQL_ENABLED=maybe\n", names=("MLFLOW_GRAPHQL_ENABLED",)),
+    Case(
+        "graphql-user-is-mlflow-user",
+        env="MLFLOW_GRAPHQL_ENABLED=true\nMLFLOW_GRAPHQL_DB_USER=mlflow\n",
+        names=("MLFLOW_GRAPHQL_DB_USER",),
+        also=("MLFLOW_DB_USER",),
+    ),
+    Case("graphql-user-reserved-prefix", env="MLFLOW_GRAPHQL_DB_USER=pg_reader\n", names=("MLFLOW_GRAPHQL_DB_USER",)),
+    Case(
+        "graphql-password-not-url-safe",
+        env="MLFLOW_GRAPHQL_ENABLED=true\n",
+        secrets="MLFLOW_GRAPHQL_DB_PASSWORD=Sup3r@Secret-Value-<n>-at\n",
+        names=("MLFLOW_GRAPHQL_DB_PASSWORD",),
+        also=("connection URL",),
+        secret_values=("Sup3r@Secret-Value-<n>-at",),
+    ),
+    Case(
+        "graphql-password-too-short",
+        env="MLFLOW_GRAPHQL_ENABLED=true\n",
+        secrets="MLFLOW_GRAPHQL_DB_PASSWORD=g0-sh\n",
+        names=("MLFLOW_GRAPHQL_DB_PASSWORD",),
+        secret_values=("g0-sh",),
+    ),
+    Case("graphql-role-admin", env="MLFLOW_GRAPHQL_ROLE=admin\n", names=("MLFLOW_GRAPHQL_ROLE",)),
+    Case("graphql-role-spaces", env="MLFLOW_GRAPHQL_ROLE=data team\n", names=("MLFLOW_GRAPHQL_ROLE",)),
     # lines that do not parse: no variable to name, so the file and line
     Case("malformed-line", env="MLFLOW_PORT 5000\n", names=(".env line 4",)),
     Case("malformed-line-after-blank-lines", env="# server\n\n\nMLFLOW_PORT 5000\n", names=(".env line 7",)),

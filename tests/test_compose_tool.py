@@ -26,7 +26,18 @@ def nself_base(project_name: str, with_minio: bool) -> dict:
             "environment": {"POSTGRES_USER": "${POSTGRES_USER:-postgres}", "POSTGRES_PASSWORD": "${POSTGRES_PASSWORD}"},
             "healthcheck": {"test": ["CMD-SHELL", "pg_isready -U postgres"], "interval": "10s", "retries": 5},
             "networks": [network],
-        }
+        },
+        # nself's Hasura, which always runs; it lists its environment as KEY=VALUE lines.
+        "hasura": {
+            "image": "hasura/graphql-engine:v2.44.0",
+            "container_name": f"{project_name}_hasura",
+            "environment": [
+                "HASURA_GRAPHQL_DATABASE_URL=postgres://postgres:${POSTGRES_PASSWORD}@postgres:5432/${POSTGRES_DB:-demo}",
+                "HASURA_GRAPHQL_ENABLE_CONSOLE=true",
+            ],
+            "depends_on": ["postgres"],
+            "networks": [network],
+        },
     }
     if with_minio:
         services["minio"] = {
@@ -163,6 +174,34 @@ def test_compose_refuses_an_external_s3_stack_without_its_secret_key(compose_bin
 
     assert result.returncode != 0
     assert "S3_SECRET_KEY is not set" in result.stderr
+
+
+def test_hasura_gets_the_mlflow_source_url_and_keeps_its_own_environment(compose_bin, tmp_path):
+    from generator.artifacts import graphql
+
+    project_dir = tmp_path / "graphql"
+    shutil.copytree(EXAMPLES / "graphql", project_dir)
+    files = build_profile(project_dir)
+
+    result = compose_config(compose_bin, project_dir, files, "prod")
+
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    password = secret(project_dir, "prod", "MLFLOW_GRAPHQL_DB_PASSWORD")
+    hasura = services["hasura"]
+    assert hasura["image"] == "hasura/graphql-engine:v2.44.0"
+    assert hasura["environment"][graphql.DATABASE_URL_VARIABLE] == f"postgres://mlflow_graphql:{password}@postgres:5432/mlflow"
+    assert hasura["environment"]["HASURA_GRAPHQL_ENABLE_CONSOLE"] == "true"
+    assert hasura["environment"]["HASURA_GRAPHQL_DATABASE_URL"].startswith("postgres://postgres:")
+    init = services["mlflow-init"]["environment"]
+    assert (init["MLFLOW_GRAPHQL_DB_USER"], init["MLFLOW_GRAPHQL_DB_PASSWORD"]) == ("mlflow_graphql", password)
+    assert init["MLFLOW_INIT_ARTIFACT_ROOT"] == "mlflow-artifacts:/"
+    assert password.encode() not in files[compose.PATH]
+
+    (project_dir / ".env.secrets").write_text(
+        (project_dir / ".env.secrets").read_text().replace(f"MLFLOW_GRAPHQL_DB_PASSWORD={password}\n", ""))
+    refused = compose_config(compose_bin, project_dir, files, "prod")
+    assert refused.returncode != 0 and "MLFLOW_GRAPHQL_DB_PASSWORD is not set" in refused.stderr
 
 
 # Each accepted way of writing a password, and the value it must reach the

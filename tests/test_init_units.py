@@ -6,7 +6,7 @@ import pytest
 
 from init.config import ConfigError, InitConfig
 from init.postgres import scram_matches
-from init.psqlscript import ScriptError, run_script
+from init.psqlscript import ScriptError, StepResult, run_script
 from init.wait import MAX_DELAY, PermanentError, until_deadline
 
 
@@ -189,3 +189,76 @@ def test_a_failing_db_upgrade_reports_its_last_line_and_never_the_password():
     assert str(raised.value).startswith(
         "mlflow db upgrade failed (exit code 3): sqlalchemy.exc.OperationalError: connection refused; ")
     assert "s3cret-password" not in str(raised.value)
+
+
+# -- the GraphQL views ---------------------------------------------------------------
+
+GRAPHQL_ENVIRONMENT = {
+    "PGHOST": "postgres", "PGUSER": "postgres", "PGPASSWORD": "x", "MLFLOW_DB_NAME": "mlflow",
+    "MLFLOW_DB_USER": "mlflow", "MLFLOW_DB_PASSWORD": "x", "MLFLOW_S3_ENDPOINT_URL": "http://minio:9000",
+    "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "MLFLOW_ARTIFACTS_BUCKET": "b",
+    "MLFLOW_INIT_SQL": "/etc/nself-mlflow/mlflow.sql", "MLFLOW_INIT_BUCKET_POLICY": "/etc/nself-mlflow/p.json",
+}
+
+
+def test_the_views_are_on_only_with_their_sql_file_and_then_need_their_role():
+    assert not InitConfig.from_environment(GRAPHQL_ENVIRONMENT).graphql_enabled
+    with pytest.raises(ConfigError) as error:
+        InitConfig.from_environment({**GRAPHQL_ENVIRONMENT, "MLFLOW_INIT_GRAPHQL_SQL": "/etc/nself-mlflow/g.sql"})
+    assert str(error.value).startswith(
+        "not set: MLFLOW_GRAPHQL_DB_USER, MLFLOW_GRAPHQL_DB_PASSWORD, MLFLOW_INIT_ARTIFACT_ROOT")
+    config = InitConfig.from_environment({
+        **GRAPHQL_ENVIRONMENT, "MLFLOW_INIT_GRAPHQL_SQL": "/etc/nself-mlflow/g.sql", "MLFLOW_GRAPHQL_DB_USER": "g",
+        "MLFLOW_GRAPHQL_DB_PASSWORD": "y", "MLFLOW_INIT_ARTIFACT_ROOT": "mlflow-artifacts:/"})
+    assert config.graphql_enabled and (config.graphql_user, config.artifact_root) == ("g", "mlflow-artifacts:/")
+
+
+def test_init_and_the_generator_agree_on_the_graphql_names():
+    from generator.artifacts import graphql as generated
+    from generator.artifacts.sql import GRAPHQL_PASSWORD_VARIABLE as read_by_sql
+    from init import graphql as applied
+    from init.postgres import GRAPHQL_PASSWORD_VARIABLE as passed_by_init
+
+    assert passed_by_init == read_by_sql
+    assert applied.SCHEMA == generated.SCHEMA
+
+
+def test_a_create_and_an_update_step_of_one_name_report_once_with_what_ran_first():
+    class Answering(RecordingConnection):
+        def __init__(self, rows):
+            super().__init__()
+            self.rows = rows
+
+        def fetchall(self):
+            return self.rows.pop(0) if self.executed[-1].startswith("SELECT") else []
+
+    script = ("-- step: views [created]\nSELECT 'a'\n\\gexec\n-- step: views [updated]\nSELECT 'b'\n\\gexec\n"
+              "-- step: other [updated]\nSELECT 'c'\n\\gexec\n")
+    assert run_script(Answering([[("CREATE",)], [("REPLACE",)], []]), script, {}) == [
+        StepResult("views", "created"), StepResult("other", "unchanged")]
+    assert run_script(Answering([[], [("REPLACE",)], []]), script, {}) == [
+        StepResult("views", "updated"), StepResult("other", "unchanged")]
+    assert run_script(Answering([[], [], []]), script, {}) == [
+        StepResult("views", "unchanged"), StepResult("other", "unchanged")]
+
+
+def test_creating_the_schema_is_bounded_and_one_line_without_the_password():
+    import sys
+    import time
+
+    from init.schema import SchemaError, run_create
+
+    hanging = (sys.executable, "-c", "import time; time.sleep(60)")
+    started = time.monotonic()
+    with pytest.raises(SchemaError) as raised:
+        run_create("postgresql://mlflow@postgres:5432/mlflow", "mlflow-artifacts:/", "not-shown", 1, create_cli=hanging)
+    assert time.monotonic() - started < 10
+    assert "did not finish within 1 s (MLFLOW_INIT_TIMEOUT)" in str(raised.value)
+
+    failing = (sys.executable, "-c", "import os, sys; assert os.environ['PGPASSWORD'] == 's3cret-password'; "
+               "print('sqlalchemy.exc.OperationalError: refused', file=sys.stderr); sys.exit(3)")
+    with pytest.raises(SchemaError) as raised:
+        run_create("postgresql://mlflow@postgres:5432/mlflow", "mlflow-artifacts:/", "s3cret-password", 5,
+                   create_cli=failing)
+    assert str(raised.value) == ("creating the schema with MLflow's tracking store failed (exit code 3): "
+                                 "sqlalchemy.exc.OperationalError: refused")

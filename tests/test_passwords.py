@@ -67,6 +67,24 @@ def test_auth_password_is_not_generated_while_auth_is_off(project, tmp_path):
     assert "MLFLOW_AUTH_PASSWORD" not in (project / ".env.secrets").read_text()
 
 
+def test_the_graphql_password_is_generated_only_while_graphql_is_on(project, tmp_path):
+    write_tree(project, {".env.secrets": NO_PASSWORDS_SECRETS})
+    assert run_generator("build", "--project-dir", project, "--out", tmp_path / "out").returncode == 0
+    assert "MLFLOW_GRAPHQL_DB_PASSWORD" not in (project / ".env.secrets").read_text()
+
+    with open(project / ".env", "a") as env:
+        env.write("MLFLOW_GRAPHQL_ENABLED=true\n")
+    result = run_generator("build", "--project-dir", project, "--out", tmp_path / "out")
+
+    assert result.returncode == 0, result.stderr
+    assert "generated MLFLOW_GRAPHQL_DB_PASSWORD" in result.stderr
+    value = saved_value(project, "MLFLOW_GRAPHQL_DB_PASSWORD")
+    # URL-safe as generated: Hasura reads it inside a connection URL.
+    assert re.fullmatch(r"[A-Za-z0-9_-]{32,}", value) and value != saved_value(project, "MLFLOW_DB_PASSWORD")
+    assert value not in result.stdout + result.stderr
+    assert value not in "".join(p.read_text() for p in (tmp_path / "out").rglob("*") if p.is_file())
+
+
 def test_an_empty_assignment_read_after_the_secrets_file_is_refused(project, tmp_path):
     """The seed's reference block has `MLFLOW_DB_PASSWORD=`; in .env it would hide the saved one."""
     write_tree(project, {

@@ -319,7 +319,7 @@ def test_db_dump_runs_pg_dump_in_the_postgres_container(prod_project, docker, tm
     assert result.returncode == 0, result.stderr
     assert calls == [["info", "--format", "{{.ServerVersion}}"],
                      exec_postgres(prod_project, "pg_dump", "-U", "postgres", "--format=plain", "--no-owner",
-                                   "--no-privileges", "--dbname", "mlflow")]
+                                   "--no-privileges", "--exclude-schema", "mlflow_graphql", "--dbname", "mlflow")]
     assert output.read_text() == "-- PostgreSQL database dump\n"
     config = subprocess.run([compose_bin, *calls[1][1:calls[1].index("exec")], "config", "-q"],
                             capture_output=True, text=True, timeout=60)
@@ -344,7 +344,8 @@ def backup_through_compose(project, docker, s3_server, archive):
 def test_backup_dumps_in_the_postgres_container_and_reads_the_bucket(backup_project, docker, s3_server, tmp_path):
     archive = tmp_path / "backup.tar"
     calls = backup_through_compose(backup_project, docker, s3_server, archive)
-    assert exec_postgres(backup_project, "pg_dump", "-U", "postgres", "--format=custom", "--dbname", "mlflow") in calls
+    assert exec_postgres(backup_project, "pg_dump", "-U", "postgres", "--format=custom",
+                         "--exclude-schema", "mlflow_graphql", "--dbname", "mlflow") in calls
     import tarfile
 
     with tarfile.open(archive) as opened:

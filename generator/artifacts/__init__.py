@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from generator.artifacts import bucket, compose, grafana, image, nginx, prometheus, serving, sql
+from generator.artifacts import bucket, compose, grafana, graphql, image, nginx, prometheus, serving, sql
 from generator.settings import Settings
 
 
@@ -21,5 +21,6 @@ def build(settings: Settings) -> dict[str, bytes]:
         **nginx.build(settings),
         **prometheus.build(settings),
         **grafana.build(settings),
+        **graphql.build(settings),
     }
     return dict(sorted(files.items()))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from generator.artifacts import bucket, image, serving, sql
+from generator.artifacts import bucket, graphql, image, serving, sql
 from generator.render import to_yaml
 from generator.settings import Settings
 from generator.versions import checks_host_header, uses_uvicorn
@@ -39,7 +39,20 @@ class EnvRef:
         return f"${{{self.name}:?{self.name} is not set: {self.reason}}}"
 
 
+@dataclass(frozen=True)
+class EnvTemplate:
+    """Literal text around one substituted secret, such as a connection URL."""
+
+    before: str
+    reference: EnvRef
+    after: str
+
+    def render(self) -> str:
+        return _escape(self.before) + self.reference.render() + _escape(self.after)
+
+
 MLFLOW_DB_PASSWORD = EnvRef("MLFLOW_DB_PASSWORD", "run nself build to generate it")
+MLFLOW_GRAPHQL_DB_PASSWORD = EnvRef("MLFLOW_GRAPHQL_DB_PASSWORD", "run nself build to generate it")
 POSTGRES_PASSWORD = EnvRef("POSTGRES_PASSWORD", "set it in .env.secrets")
 MINIO_ROOT_PASSWORD = EnvRef("MINIO_ROOT_PASSWORD", "set it in .env.secrets")
 S3_SECRET_KEY = EnvRef("S3_SECRET_KEY", "set it in .env.secrets")
@@ -48,7 +61,7 @@ SECRET_REFS = {ref.name: ref for ref in (MINIO_ROOT_PASSWORD, S3_SECRET_KEY)}
 
 def _escape(value: Any) -> Any:
     """Literal strings must reach the container as written: '$' becomes '$$'."""
-    if isinstance(value, EnvRef):
+    if isinstance(value, (EnvRef, EnvTemplate)):
         return value.render()
     if isinstance(value, str):
         return value.replace("$", "$$")
@@ -95,6 +108,13 @@ def server_command(settings: Settings) -> list[str]:
         command += ["--cors-allowed-origins", f"https://{settings.public_host}"]
     command += ["--expose-prometheus", METRICS_DIR]
     return command
+
+
+def default_artifact_root(settings: Settings) -> str:
+    """The root `mlflow server` resolves from server_command's options: its Default experiment lives below it."""
+    if settings.storage.serve_artifacts:
+        return "mlflow-artifacts:/"  # MLflow's DEFAULT_ARTIFACTS_URI, for --serve-artifacts without a root
+    return settings.artifacts_destination
 
 
 def allowed_hosts(settings: Settings) -> list[str]:
@@ -205,11 +225,13 @@ def init_service(settings: Settings, tag: str) -> dict[str, Any]:
             "MLFLOW_INIT_TIMEOUT": str(INIT_TIMEOUT_SECONDS),
             "MLFLOW_INIT_SQL": f"{INIT_FILES_DIR}/mlflow.sql",
             **policy_environment,
+            **_init_graphql_environment(settings),
             **_telemetry_environment(settings),
         },
         "volumes": [
             f"./{sql.PATH}:{INIT_FILES_DIR}/mlflow.sql:ro",
             *policy_volumes,
+            *([f"./{graphql.SQL_PATH}:{INIT_FILES_DIR}/mlflow-graphql.sql:ro"] if settings.graphql.enabled else []),
         ],
         "labels": {
             "nself.type": "init-container",
@@ -222,6 +244,26 @@ def init_service(settings: Settings, tag: str) -> dict[str, Any]:
         },
         "networks": [network_name(settings)],
     }
+
+
+def _init_graphql_environment(settings: Settings) -> dict[str, Any]:
+    """What init needs for the GraphQL views; without MLFLOW_INIT_GRAPHQL_SQL it removes them."""
+    if not settings.graphql.enabled:
+        return {}
+    return {
+        "MLFLOW_GRAPHQL_DB_USER": settings.graphql.db_user,
+        "MLFLOW_GRAPHQL_DB_PASSWORD": MLFLOW_GRAPHQL_DB_PASSWORD,
+        "MLFLOW_INIT_GRAPHQL_SQL": f"{INIT_FILES_DIR}/mlflow-graphql.sql",
+        # On an empty database init creates MLflow's schema (the views need it),
+        # and with it the Default experiment, below the root the server uses.
+        "MLFLOW_INIT_ARTIFACT_ROOT": default_artifact_root(settings),
+    }
+
+
+def hasura_service(settings: Settings) -> dict[str, Any]:
+    """Merged by Compose into nself's own hasura service: the connection URL of the `mlflow` source."""
+    before, after = graphql.database_url(settings)
+    return {"environment": {graphql.DATABASE_URL_VARIABLE: EnvTemplate(before, MLFLOW_GRAPHQL_DB_PASSWORD, after)}}
 
 
 def gc_command(settings: Settings) -> list[str]:
@@ -313,6 +355,8 @@ def build(settings: Settings, image_files: dict[str, bytes], serving_files: dict
                                      _telemetry_environment(settings)))
     if settings.monitoring.enabled:
         services["mlflow-blackbox"] = blackbox_service(settings)
+    if settings.graphql.enabled:
+        services["hasura"] = hasura_service(settings)
     if settings.minio_auto_enabled:
         services["minio"] = minio_service(settings)
         document["volumes"] = {"minio_data": {}}

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from generator.artifacts import image
-from generator.render import header, render_template
+from generator.render import render_template
 from generator.settings import Settings
 from generator.settings.validators import ModelReference
 from generator.versions import scoring_workers_variable

@@ -12,8 +12,9 @@ from generator.settings import Settings
 PATH = "postgres/init/mlflow.sql"
 # pg_advisory_lock key: the first 8 bytes of sha256("nself-mlflow-init").
 LOCK_KEY = 9223288186706704020
-# init/postgres.py passes the same name (a test holds them together).
+# init/postgres.py passes the same names (a test holds them together).
 PASSWORD_VARIABLE = "mlflow_password"
+GRAPHQL_PASSWORD_VARIABLE = "mlflow_graphql_password"
 
 
 def quote_identifier(name: str) -> str:
@@ -33,5 +34,9 @@ def build(settings: Settings) -> dict[str, bytes]:
         database_ident=quote_identifier(database.name),
         lock_key=LOCK_KEY,
         password_variable=PASSWORD_VARIABLE,
+        graphql=settings.graphql.enabled,
+        graphql_role=settings.graphql.db_user,
+        graphql_role_ident=quote_identifier(settings.graphql.db_user),
+        graphql_password_variable=GRAPHQL_PASSWORD_VARIABLE,
     )
     return {PATH: sql}

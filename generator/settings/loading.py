@@ -90,6 +90,10 @@ def load_settings(project_env: ProjectEnv) -> Settings:
                 name = str(detail["loc"][0])
                 problems.setdefault(name, _describe(name, detail, project_env, hidden))
 
+    if "MLFLOW_DB_USER" in problems and not project_env.values.get("MLFLOW_GRAPHQL_DB_USER", "").strip():
+        # The default role name is derived from MLFLOW_DB_USER: its problem is reported once, there.
+        problems.pop("MLFLOW_GRAPHQL_DB_USER", None)
+
     external_s3 = _external_s3(values)
     for name, reason in _REQUIRED_WHEN_ENABLED.items():
         if name == "MINIO_ROOT_PASSWORD" and not _signs_with_minio_root(values):
@@ -104,7 +108,7 @@ def load_settings(project_env: ProjectEnv) -> Settings:
             if problem:
                 problems[name] = problem
 
-    problems.update(_cross_checks(values, problems, hidden))
+    problems.update(_cross_checks(values, problems, hidden, project_env))
     problems.update(_s3_key_checks(values, problems, external_s3))
 
     if problems:
@@ -132,6 +136,9 @@ def _with_defaults(raw: dict[str, str]) -> dict[str, str]:
         values["MLFLOW_ARTIFACTS_ROOT"] = f"s3://{values['MLFLOW_ARTIFACTS_BUCKET']}"
     if not values["POSTGRES_DB"]:
         values["POSTGRES_DB"] = values["PROJECT_NAME"]
+    if not values["MLFLOW_GRAPHQL_DB_USER"]:
+        # Cut so that the name stays within PostgreSQL's 63 characters.
+        values["MLFLOW_GRAPHQL_DB_USER"] = f"{values['MLFLOW_DB_USER'].strip()[:55]}_graphql"
     if not values["MLFLOW_AUTH_HASH_ROUNDS"]:
         scheme = rules.HASH_SCHEMES.get(values["MLFLOW_AUTH_HASH"].strip())
         values["MLFLOW_AUTH_HASH_ROUNDS"] = str(scheme[2]) if scheme else "5000"
@@ -209,7 +216,9 @@ def compose_quoting_problem(name: str, origin: EnvValue) -> str | None:
     return None
 
 
-def _cross_checks(values: dict[str, str], problems: dict[str, str], hidden: frozenset[str]) -> dict[str, str]:
+def _cross_checks(
+    values: dict[str, str], problems: dict[str, str], hidden: frozenset[str], project_env: ProjectEnv
+) -> dict[str, str]:
     found: dict[str, str] = {}
     bucket = values["MLFLOW_ARTIFACTS_BUCKET"]
     root = values["MLFLOW_ARTIFACTS_ROOT"]
@@ -243,6 +252,19 @@ def _cross_checks(values: dict[str, str], problems: dict[str, str], hidden: froz
             "MLFLOW_DB_NAME: must differ from POSTGRES_DB, the stack's main database; MLflow keeps its tables "
             f"in a database of its own{_got('MLFLOW_DB_NAME', values['MLFLOW_DB_NAME'], hidden)}"
         )
+    graphql_on = values["MLFLOW_GRAPHQL_ENABLED"].strip().lower() in ("true", "yes", "1")
+    graphql_user = values["MLFLOW_GRAPHQL_DB_USER"]
+    if graphql_on and "MLFLOW_GRAPHQL_DB_USER" not in problems:
+        for other in ("MLFLOW_DB_USER", "POSTGRES_USER"):
+            if graphql_user == values[other]:
+                origin = project_env.origins.get("MLFLOW_GRAPHQL_DB_USER")
+                where = f" (in {origin.source} line {origin.line})" if origin and origin.raw_text.strip() else ""
+                found["MLFLOW_GRAPHQL_DB_USER"] = (
+                    f"MLFLOW_GRAPHQL_DB_USER{where}: must differ from {other}, because Hasura gets a read-only role "
+                    f"of its own; accepted: any other role name"
+                    f"{_got('MLFLOW_GRAPHQL_DB_USER', graphql_user, hidden)}"
+                )
+                break
     scheme = rules.HASH_SCHEMES.get(values["MLFLOW_AUTH_HASH"].strip())
     rounds = values["MLFLOW_AUTH_HASH_ROUNDS"].strip()
     if scheme and "MLFLOW_AUTH_HASH_ROUNDS" not in problems and rounds.isdigit():

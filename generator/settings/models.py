@@ -268,6 +268,31 @@ class ServingSettings(_Section):
     )
 
 
+class GraphqlSettings(_Section):
+    enabled: Boolean = setting(
+        "MLFLOW_GRAPHQL_ENABLED",
+        "false",
+        "read-only views of the experiment data for nself's Hasura (see [GraphQL through Hasura](#graphql-through-hasura))",
+    )
+    db_user: Annotated[str, BeforeValidator(rules.role_name)] = setting(
+        "MLFLOW_GRAPHQL_DB_USER",
+        DERIVED,
+        "the read-only role Hasura connects as; default `<MLFLOW_DB_USER>_graphql`; a lowercase PostgreSQL "
+        "identifier, not `postgres`/`pg_*`; must differ from `MLFLOW_DB_USER` and `POSTGRES_USER`",
+    )
+    db_password: Annotated[SecretStr | None, BeforeValidator(rules.url_safe_password(8))] = setting(
+        "MLFLOW_GRAPHQL_DB_PASSWORD",
+        "",
+        "generated while GraphQL is on (see [Passwords](#passwords)); at least 8 letters, digits or `-._~`, "
+        "because it becomes part of Hasura's connection URL",
+    )
+    role: Annotated[str, BeforeValidator(rules.hasura_role)] = setting(
+        "MLFLOW_GRAPHQL_ROLE",
+        "user",
+        "the Hasura role that may query the views (with aggregations); not `admin`, which already can",
+    )
+
+
 SECTIONS: dict[str, type[_Section]] = {
     "stack": StackSettings,
     "server": ServerSettings,
@@ -278,6 +303,7 @@ SECTIONS: dict[str, type[_Section]] = {
     "gc": GcSettings,
     "monitoring": MonitoringSettings,
     "serving": ServingSettings,
+    "graphql": GraphqlSettings,
 }
 
 
@@ -291,6 +317,7 @@ class Settings(_Section):
     gc: GcSettings
     monitoring: MonitoringSettings
     serving: ServingSettings
+    graphql: GraphqlSettings
     minio_auto_enabled: bool
     external_s3: bool = False
 
@@ -331,6 +358,8 @@ class Settings(_Section):
             missing.append("MLFLOW_AUTH_PASSWORD")
         if self.auth.enabled and self.auth.hash_salt is None:
             missing.append("MLFLOW_AUTH_HASH_SALT")
+        if self.graphql.enabled and self.graphql.db_password is None:
+            missing.append("MLFLOW_GRAPHQL_DB_PASSWORD")
         return tuple(missing)
 
 

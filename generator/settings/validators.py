@@ -139,6 +139,36 @@ def password(minimum: int) -> Callable[[Any], SecretStr | None]:
     return parse
 
 
+# RFC 3986's unreserved characters: a password made of them needs no encoding
+# inside a connection URL (the GraphQL role's, which Compose substitutes).
+URL_SAFE_PASSWORD = r"[A-Za-z0-9._~-]+"
+
+
+def url_safe_password(minimum: int) -> Callable[[Any], SecretStr | None]:
+    check_length = password(minimum)
+
+    def parse(value: Any) -> SecretStr | None:
+        secret = check_length(value)
+        if secret is not None and not re.fullmatch(URL_SAFE_PASSWORD, secret.get_secret_value()):
+            raise rule_error(
+                "must be usable inside a connection URL as written (Hasura reads it from one); accepted: letters, "
+                "digits and '-', '.', '_', '~' only"
+            )
+        return secret
+
+    return parse
+
+
+def hasura_role(value: Any) -> str:
+    text = matching(
+        r"[A-Za-z][A-Za-z0-9_-]{0,62}",
+        "must be a Hasura role name; accepted: 1-63 letters, digits, '_' or '-', starting with a letter",
+    )(value)
+    if text == "admin":
+        raise rule_error("must not be admin, which Hasura lets read everything already; accepted: another role name")
+    return text
+
+
 def networks(value: Any) -> tuple[str, ...]:
     entries = [entry for entry in re.split(r"[,\s]+", str(value).strip()) if entry]
     networks = []

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from generator.artifacts.graphql import SCHEMA as GRAPHQL_SCHEMA
 from generator.errors import UserError, last_line
 from generator.fileio import atomic_file
 from service.backup.archive import (
@@ -38,6 +39,10 @@ from service.backup.errors import BackupError
 from service.backup.postgres import PostgresTools, restore_database
 
 # -- backup ------------------------------------------------------------------------
+# The GraphQL views are made by mlflow-init from the generated files, not
+# kept: restored, they would block the next migration of a stack that has
+# them switched off, and clash with the schema init made on one that has them on.
+EXCLUDED = ("--exclude-schema", GRAPHQL_SCHEMA)
 
 
 @dataclass
@@ -64,7 +69,7 @@ def create_backup(postgres: PostgresTools, bucket: Bucket, output: Path, mlflow_
     try:
         dump = scratch / DUMP_MEMBER
         with open(dump, "wb") as stream:
-            result = postgres.run("pg_dump", "--format=custom", "--dbname", postgres.database,
+            result = postgres.run("pg_dump", "--format=custom", *EXCLUDED, "--dbname", postgres.database,
                                   stdout=stream, stderr=subprocess.PIPE, timeout=None)
         if result.returncode != 0:
             raise BackupError(f"{postgres.where}: pg_dump failed: {last_line(result.stderr)}")
@@ -197,7 +202,7 @@ def dump_sql(postgres: PostgresTools, output: Path) -> int:
     partial = output.with_name(output.name + ".partial")
     # Plain SQL of every run: 0600 from its first byte, whatever the umask.
     with atomic_file(output, temporary=partial) as stream:
-        result = postgres.run("pg_dump", "--format=plain", "--no-owner", "--no-privileges",
+        result = postgres.run("pg_dump", "--format=plain", "--no-owner", "--no-privileges", *EXCLUDED,
                               "--dbname", postgres.database, stdout=stream, stderr=subprocess.PIPE)
         if result.returncode != 0:
             raise BackupError(f"{postgres.where}: pg_dump failed: {last_line(result.stderr)}")

@@ -35,19 +35,21 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.e2e)
 
 
-def make_project(root: Path, mlflow_version: str) -> Path:
+def make_project(root: Path, mlflow_version: str, example: Path = E2E_PROJECT, extra: str = "") -> Path:
     """A copy of the example project, plus the lines that say what this stack runs.
 
     NGINX_VERSION tells the build which nginx serves the vhost; here that is
-    the Debian nginx the harness starts, which predates `http2 on;`.
+    the Debian nginx the harness starts, which predates `http2 on;`. `extra`
+    lines come last.
     """
     require_tool(NGINX, "nginx (Debian package nginx)")
     project = root / "project"
-    shutil.copytree(E2E_PROJECT, project)
+    shutil.copytree(example, project)
     with open(project / ".env", "a") as env:
         env.write(f"NGINX_VERSION={'.'.join(map(str, installed_nginx_version()))}\n")
         if mlflow_version != DEFAULT_VERSION:
             env.write(f"MLFLOW_VERSION={mlflow_version}\n")
+        env.write(extra)
     return project
 
 

@@ -36,6 +36,15 @@ class InitConfig:
     policy_file: Path | None
     timeout: float
     s3_region: str = DEFAULT_REGION
+    # The GraphQL views: on when MLFLOW_INIT_GRAPHQL_SQL is set (see docker-compose.mlflow.yml).
+    graphql_sql_file: Path | None = None
+    graphql_user: str | None = None
+    graphql_password: str | None = None
+    artifact_root: str | None = None
+
+    @property
+    def graphql_enabled(self) -> bool:
+        return self.graphql_sql_file is not None
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] = os.environ) -> "InitConfig":
@@ -49,6 +58,12 @@ class InitConfig:
             timeout = -1.0
         if not 0 < timeout <= 3600:
             raise ConfigError(f"MLFLOW_INIT_TIMEOUT must be a number of seconds from 1 to 3600 (got {timeout_text!r})")
+        graphql = bool(environ.get("MLFLOW_INIT_GRAPHQL_SQL"))
+        if graphql:
+            missing = [name for name in _REQUIRED_FOR_GRAPHQL if not environ.get(name)]
+            if missing:
+                raise ConfigError(f"not set: {', '.join(missing)} (MLFLOW_INIT_GRAPHQL_SQL is set; mlflow-init gets "
+                                  "them from docker-compose.mlflow.yml)")
         return cls(
             pg_host=environ["PGHOST"],
             pg_port=environ.get("PGPORT", "5432"),
@@ -66,6 +81,10 @@ class InitConfig:
             policy_file=Path(environ["MLFLOW_INIT_BUCKET_POLICY"]) if environ.get("MLFLOW_INIT_BUCKET_POLICY") else None,
             timeout=timeout,
             s3_region=environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION,
+            graphql_sql_file=Path(environ["MLFLOW_INIT_GRAPHQL_SQL"]) if graphql else None,
+            graphql_user=environ["MLFLOW_GRAPHQL_DB_USER"] if graphql else None,
+            graphql_password=environ["MLFLOW_GRAPHQL_DB_PASSWORD"] if graphql else None,
+            artifact_root=environ["MLFLOW_INIT_ARTIFACT_ROOT"] if graphql else None,
         )
 
 
@@ -82,3 +101,5 @@ _REQUIRED = (
     "MLFLOW_ARTIFACTS_BUCKET",
     "MLFLOW_INIT_SQL",
 )
+
+_REQUIRED_FOR_GRAPHQL = ("MLFLOW_GRAPHQL_DB_USER", "MLFLOW_GRAPHQL_DB_PASSWORD", "MLFLOW_INIT_ARTIFACT_ROOT")

@@ -16,6 +16,9 @@ psql, so this module runs the same file through psycopg, with psql's meaning:
 
 A comment ``-- step: NAME [created]`` (or ``[updated]``) names the
 ``\\gexec`` step below it, and says what it did if it ran any statement.
+Two steps in a row may share a NAME: one that creates, then one that brings
+up to date. They report once, with what ran first (created, say, rather than
+the update that completed the creation).
 Anything else psql would understand is refused rather than guessed at.
 """
 
@@ -89,7 +92,7 @@ def run_script(
                 if running():
                     executed = _gexec(connection, _substitute(query, variables, connection, number))
                     if step is not None:
-                        results.append(StepResult(step[0], step[1] if executed else "unchanged"))
+                        _report(results, StepResult(step[0], step[1] if executed else "unchanged"))
                 step = None
             else:
                 raise ScriptError(f"line {number}: psql meta-command {command} is not supported")
@@ -112,6 +115,14 @@ def run_script(
     if active:
         raise ScriptError("the script ends inside an \\if")
     return results
+
+
+def _report(results: list[StepResult], result: StepResult) -> None:
+    if results and results[-1].name == result.name:
+        if results[-1].outcome == "unchanged":
+            results[-1] = result
+        return
+    results.append(result)
 
 
 def _gexec(connection: psycopg.Connection, query: str) -> int:

@@ -17,7 +17,9 @@
 -- step uses one: each step is a query whose rows are the statements still
 -- needed, run one by one with \gexec in autocommit mode.
 
--- Two inits at once (or an operator and an init) take turns.
+-- Two inits at once (or an operator and an init) take turns. The lock is
+-- held until the session ends: mlflow-init keeps this session open through
+-- its later database steps (the MLflow schema).
 SELECT pg_advisory_lock(9223288186706704020);
 
 -- step: role mlflow [created]
@@ -66,5 +68,3 @@ WHERE datname = 'mlflow'
        OR EXISTS (SELECT FROM aclexplode(datacl) AS acl
                   WHERE acl.grantee = 0 AND acl.privilege_type IN ('CONNECT', 'TEMPORARY')))
 \gexec
-
-SELECT pg_advisory_unlock(9223288186706704020);
