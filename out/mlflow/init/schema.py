@@ -128,26 +128,33 @@ MLFLOW_CLI = (sys.executable, "-m", "mlflow")
 CREATE_CLI = (sys.executable, "-m", "init.schema", "create")
 
 
-def run_create(uri: str, artifact_root: str, password: str, timeout: float,
-               create_cli: tuple[str, ...] = CREATE_CLI) -> None:
-    """`python -m init.schema create URI ROOT` in a process of its own, bounded like the migration.
+def _run_bounded(argv: list[str], program: str, password: str, timeout: float, what: str, after_timeout: str,
+                 after_failure: str) -> None:
+    """Run an MLflow step in a process of its own, bounded by MLFLOW_INIT_TIMEOUT; any failure is one line.
 
-    Its own process: the password reaches libpq as PGPASSWORD (init's own is the
-    admin's), and MLflow is imported only when a schema is created.
+    Its own process: the password reaches libpq as PGPASSWORD (init's own is
+    the admin's), and it is never in argv.
     """
-    argv = [*create_cli, uri, artifact_root]
     try:
         result = subprocess.run(argv, env={**os.environ, "PGPASSWORD": password}, capture_output=True, text=True,
                                 timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise SchemaError(f"creating the schema did not finish within {timeout:g} s (MLFLOW_INIT_TIMEOUT) and was "
-                          "stopped; drop and recreate the empty database before retrying") from None
+        raise SchemaError(f"{what} did not finish within {timeout:g} s (MLFLOW_INIT_TIMEOUT) and was stopped; "
+                          f"{after_timeout}") from None
     except OSError as error:
-        raise SchemaError(f"cannot run {' '.join(create_cli)} ({argv[0]}: {error.strerror or error})") from None
+        raise SchemaError(f"cannot run {program} ({argv[0]}: {error.strerror or error})") from None
     if result.returncode != 0:
         lines = [line for line in (result.stderr or result.stdout).splitlines() if line.strip()]
-        raise SchemaError(f"creating the schema with MLflow's tracking store failed (exit code {result.returncode}): "
-                          f"{lines[-1].strip() if lines else 'no output'}")
+        reason = lines[-1].strip() if lines else "no output"
+        raise SchemaError(f"{what} failed (exit code {result.returncode}): {reason}{after_failure}")
+
+
+def run_create(uri: str, artifact_root: str, password: str, timeout: float,
+               create_cli: tuple[str, ...] = CREATE_CLI) -> None:
+    """`python -m init.schema create URI ROOT`: MLflow is imported only when a schema is created."""
+    _run_bounded([*create_cli, uri, artifact_root], " ".join(create_cli), password, timeout,
+                 what="creating the schema with MLflow's tracking store",
+                 after_timeout="drop and recreate the empty database before retrying", after_failure="")
 
 
 def create_schema(uri: str, artifact_root: str) -> None:
@@ -163,20 +170,10 @@ def create_schema(uri: str, artifact_root: str) -> None:
 
 def run_db_upgrade(uri: str, password: str, timeout: float, mlflow_cli: tuple[str, ...] = MLFLOW_CLI) -> None:
     """`mlflow db upgrade URI`, bounded by MLFLOW_INIT_TIMEOUT; any failure is one SchemaError line."""
-    argv = [*mlflow_cli, "db", "upgrade", uri]
     after_failure = "the database is unchanged or partly migrated, restore the backup before retrying"
-    try:
-        result = subprocess.run(argv, env={**os.environ, "PGPASSWORD": password}, capture_output=True, text=True,
-                                timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise SchemaError(f"mlflow db upgrade did not finish within {timeout:g} s (MLFLOW_INIT_TIMEOUT) and was "
-                          f"stopped; {after_failure}, or raise MLFLOW_INIT_TIMEOUT for a large database") from None
-    except OSError as error:
-        raise SchemaError(f"cannot run mlflow db upgrade ({argv[0]}: {error.strerror or error})") from None
-    if result.returncode != 0:
-        lines = [line for line in (result.stderr or result.stdout).splitlines() if line.strip()]
-        raise SchemaError(f"mlflow db upgrade failed (exit code {result.returncode}): "
-                          f"{lines[-1].strip() if lines else 'no output'}; {after_failure}")
+    _run_bounded([*mlflow_cli, "db", "upgrade", uri], "mlflow db upgrade", password, timeout, what="mlflow db upgrade",
+                 after_timeout=f"{after_failure}, or raise MLFLOW_INIT_TIMEOUT for a large database",
+                 after_failure=f"; {after_failure}")
 
 
 def classify(revision: str, mlflow: InstalledMlflow) -> str:
