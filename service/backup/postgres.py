@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import re
 import signal
@@ -138,21 +139,20 @@ def restore_database(postgres: PostgresTools, stream: IO[bytes], counter: BytePr
     psql_errors = StderrReader(psql.stderr)
     restore = restore_errors = None
     try:
-        try:
+        # A broken pipe means psql has already stopped (say, it could not
+        # connect): pg_restore fails next, and psql's stderr says why.
+        with contextlib.suppress(BrokenPipeError):
             psql.stdin.write(f"BEGIN;\nSET ROLE {_identifier(postgres.role)};\n{DROP_EVERYTHING}\n".encode())
             psql.stdin.flush()
-        except BrokenPipeError:
-            pass  # psql has already stopped (say, it could not connect): pg_restore fails next, psql says why
         restore = postgres.popen("pg_restore", "--no-owner", "--no-privileges", "--file", "-",
                                  stdin=subprocess.PIPE, stdout=psql.stdin, stderr=subprocess.PIPE)
         restore_errors = StderrReader(restore.stderr)
-        try:
+        # A broken pipe means pg_restore stopped early: its exit code and psql's say why.
+        with contextlib.suppress(BrokenPipeError):
             reader = HashingReader(stream, counter)
             for block in iter(lambda: reader.read(CHUNK), b""):
                 restore.stdin.write(block)
             restore.stdin.close()
-        except BrokenPipeError:
-            pass  # pg_restore stopped early: its exit code and psql's say why
         restore.wait()
         if restore.returncode != 0:
             if restore.returncode == -signal.SIGPIPE:
