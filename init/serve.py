@@ -56,7 +56,8 @@ def resolve(client, reference: Reference) -> str:
             return str(client.get_model_version(reference.name, reference.target).version)
         versions = client.get_latest_versions(reference.name, stages=[reference.target])
     except MlflowException as error:
-        if error.error_code == "RESOURCE_DOES_NOT_EXIST" or "RESOURCE_DOES_NOT_EXIST" in str(error):
+        # 2.9.2 answers a missing alias with INVALID_PARAMETER_VALUE, later versions RESOURCE_DOES_NOT_EXIST.
+        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             raise ResolveError(_first_line(error.message)) from None
         raise
     if not versions:

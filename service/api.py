@@ -27,6 +27,10 @@ PAGE_SIZE = 1000  # the largest page every supported version accepts
 CHUNK = 1 << 20
 
 
+class _Missing(Exception):
+    """The server answered that what was asked for does not exist."""
+
+
 @dataclass
 class MlflowApi:
     base_url: str
@@ -57,7 +61,9 @@ class MlflowApi:
         return headers
 
     def open(self, method: str, path: str, *, params: dict[str, Any] | None = None, body: Any = None,
-             data: Any = None, headers: dict[str, str] | None = None, timeout: float | None = None):
+             data: Any = None, headers: dict[str, str] | None = None, timeout: float | None = None,
+             missing_statuses: tuple[int, ...] = ()):
+        """The response; an answer in `missing_statuses` raises _Missing instead of a ServiceError."""
         url = f"{self.base_url}{path}"
         if params:
             url += "?" + urllib.parse.urlencode(params, doseq=True)
@@ -69,6 +75,8 @@ class MlflowApi:
         try:
             return urllib.request.urlopen(request, timeout=timeout or self.timeout, context=self._context())
         except urllib.error.HTTPError as error:
+            if error.code in missing_statuses:
+                raise _Missing(url) from None
             raise self._http_error(error, url) from None
         except urllib.error.URLError as error:
             raise self._unreachable(error.reason, url) from None
@@ -106,23 +114,22 @@ class MlflowApi:
         with self.open("GET", f"{API}/{endpoint}", params=params) as response:
             return json.load(response)
 
-    def get_optional(self, endpoint: str, /, missing_statuses: tuple[int, ...] = (404,), **params: Any) -> dict | None:
-        """GET, or None when the server answers that the thing does not exist.
+    def optional(self, method: str, endpoint: str, /, missing_statuses: tuple[int, ...] = (404,),
+                 body: dict | None = None, **params: Any) -> dict | None:
+        """The JSON answer, or None when the server answers that the thing does not exist.
 
         That is 404 (RESOURCE_DOES_NOT_EXIST); some lookups answer 400 on some
         versions (2.9.2's alias lookup: "Registered model alias … not found").
         """
-        url = f"{self.base_url}{API}/{endpoint}?" + urllib.parse.urlencode(params)
-        request = urllib.request.Request(url, headers=self._headers())
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout, context=self._context()) as response:
+            with self.open(method, f"{API}/{endpoint}", params=params or None, body=body,
+                           missing_statuses=missing_statuses) as response:
                 return json.load(response)
-        except urllib.error.HTTPError as error:
-            if error.code in missing_statuses:
-                return None
-            raise self._http_error(error, url) from None
-        except urllib.error.URLError as error:
-            raise self._unreachable(error.reason, url) from None
+        except _Missing:
+            return None
+
+    def get_optional(self, endpoint: str, /, **params: Any) -> dict | None:
+        return self.optional("GET", endpoint, **params)
 
     def post(self, path: str, body: dict) -> dict:
         with self.open("POST", f"{API}/{path}", body=body) as response:

@@ -49,18 +49,15 @@ def resolve(api: MlflowApi, reference: ModelReference) -> str | None:
     name = reference.name
     if reference.kind == "alias":
         # 2.9.2 answers 400 for an alias (or model) that does not exist; later versions 404.
-        found = api.get_optional("registered-models/alias", missing_statuses=(400, 404), name=name,
-                                 alias=reference.target)
+        found = api.optional("GET", "registered-models/alias", (400, 404), name=name, alias=reference.target)
         return None if found is None else str(found["model_version"]["version"])
     if reference.kind == "version":
         found = api.get_optional("model-versions/get", name=name, version=reference.target)
         return None if found is None else str(found["model_version"]["version"])
-    try:
-        found = api.post("registered-models/get-latest-versions", {"name": name, "stages": [reference.target]})
-    except ServiceError as error:
-        if "RESOURCE_DOES_NOT_EXIST" in error.message or "answered 404" in error.message:
-            return None
-        raise
+    found = api.optional("POST", "registered-models/get-latest-versions",
+                         body={"name": name, "stages": [reference.target]})
+    if found is None:
+        return None
     versions = found.get("model_versions", [])
     return str(versions[0]["version"]) if versions else None
 

@@ -133,6 +133,7 @@ def test_a_reference_that_names_nothing_fails_in_one_line_and_serves_nothing(ser
     assert endpoint.process.poll() == 1
     lines = [line for line in endpoint.log_text().splitlines() if line.startswith("mlflow-serve: ")]
     assert len(lines) == 1 and lines[0].startswith("mlflow-serve: no-such-model@champion: FAILED: "), lines
+    assert "nothing is served" in lines[0] and "cannot ask the tracking server" not in lines[0], lines
     assert "Traceback" not in endpoint.log_text()
     assert call(serving, f"/serving/{MISSING}/ping")[0] == 502
 
