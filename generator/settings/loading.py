@@ -333,7 +333,7 @@ def _s3_key_checks(values: dict[str, str], problems: dict[str, str], external_s3
 
 
 def _on(values: dict[str, str], name: str) -> bool:
-    return values[name].strip().lower() in ("true", "yes", "1")
+    return values.get(name, "").strip().lower() in ("true", "yes", "1")
 
 
 def kubernetes_secret_variables(values: dict[str, str]) -> tuple[str, ...]:
