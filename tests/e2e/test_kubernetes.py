@@ -191,6 +191,14 @@ class Cluster:
         self.nginx_prefix.chmod(0o755)
         (self.nginx_prefix / "logs").mkdir()
         servers = "".join(f"server 127.0.0.1:{replica.port};\n" for replica in self.replicas)
+        # The legacy …/list Ingress as ingress-nginx turns a path with use-regex and rewrite-target into a
+        # location (its template's buildLocation and buildProxyPass): a case-insensitive regex location, and
+        # `rewrite "(?i)PATH" TARGET break;` before proxy_pass.
+        legacy = self.resource("Ingress", f"{kubernetes.NAME}-legacy-list")
+        annotations = legacy["metadata"]["annotations"]
+        assert annotations["nginx.ingress.kubernetes.io/use-regex"] == "true"
+        (path,) = [p["path"] for rule in legacy["spec"]["rules"] for p in rule["http"]["paths"]]
+        target = annotations["nginx.ingress.kubernetes.io/rewrite-target"]
         (self.nginx_prefix / "nginx.conf").write_text(f"""
 worker_processes 1;
 pid {self.nginx_prefix}/nginx.pid;
@@ -205,6 +213,11 @@ http {{
     server {{
         listen 127.0.0.1:{self.service_port};
         client_max_body_size 0;
+        location ~* "^{path}" {{
+            rewrite "(?i){path}" {target} break;
+            proxy_pass http://mlflow;
+            proxy_set_header Host mlflow:5000;
+        }}
         location / {{
             proxy_pass http://mlflow;
             proxy_http_version 1.1;
@@ -361,3 +374,28 @@ def test_the_cronjob_deletes_a_deleted_runs_artifacts(cluster):
     assert "mlflow-gc: finished in " in result.stdout
     assert object_keys(cluster, f"{prefix}{deleted}/") == []
     assert [key.rsplit("/", 1)[-1] for key in object_keys(cluster, f"{prefix}{kept}/")] == ["kept.txt"]
+
+
+def get(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as answer:
+            return answer.status, json.loads(answer.read() or b"{}")
+    except urllib.error.HTTPError as error:
+        return error.code, {}
+
+
+def test_the_legacy_list_ingress_maps_to_search_with_the_query_kept(cluster):
+    """The rewrite keeps the client's query string. Unlike the compose vhost it cannot add max_results
+    (no snippets), and a default in the rewrite target would duplicate a client's own (2.9.2 answers
+    that with 500): a GET without it answers 400 on both versions, as their …/search does (README)."""
+    cluster.run_client("gc_setup.py")  # at least one experiment besides Default
+    base = f"http://127.0.0.1:{cluster.service_port}/api/2.0/mlflow"
+    status, listed = get(f"{base}/experiments/list?max_results=1000")
+    assert status == 200 and listed["experiments"], listed
+    status, searched = get(f"{base}/experiments/search?max_results=1000")
+    assert listed == searched
+    status, page = get(f"{base}/experiments/list?max_results=1")
+    assert status == 200 and len(page["experiments"]) == 1, "the query string did not reach MLflow"
+    status, _ = get(f"{base}/registered-models/list?max_results=10")
+    assert status == 200
+    assert get(f"{base}/experiments/list")[0] == get(f"{base}/experiments/search")[0] == 400
