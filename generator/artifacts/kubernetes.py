@@ -330,7 +330,9 @@ def legacy_ingress(settings: Settings) -> dict[str, Any]:
     }
     paths = [
         {
-            "path": "/api/2.0/mlflow/(experiments|registered-models)/list",
+            # Anchored: ingress-nginx makes the location `~* "^PATH"` and the rewrite `rewrite "(?i)PATH"`,
+            # which would otherwise also take …/list/anything.
+            "path": "/api/2.0/mlflow/(experiments|registered-models)/list$",
             "pathType": "ImplementationSpecific",
             "backend": _backend(),
         }
