@@ -320,3 +320,11 @@ def test_rules_are_the_compose_rules_for_pods():
 def test_nothing_is_rendered_without_the_switch():
     files = build_profile(EXAMPLES / "external-s3")
     assert not [path for path in files if path.startswith(f"{kubernetes.DIR}/")]
+
+
+def test_the_build_says_when_out_is_not_where_the_kustomization_expects_it(tmp_path):
+    project = build_project(tmp_path / "project")  # the default --out: no notice
+    assert "kustomization.yaml" not in run_generator("build", "--project-dir", project).stderr
+    elsewhere = run_generator("build", "--project-dir", project, "--out", tmp_path / "elsewhere")
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    assert "kubernetes/kustomization.yaml: its secretGenerator reads ../../.env.secrets" in elsewhere.stderr
