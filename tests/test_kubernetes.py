@@ -227,6 +227,17 @@ def test_crd_schemas_reject_a_broken_resource(rendered):
     assert crd_problems(broken)
 
 
+def test_dashboard_config_map_holds_a_valid_dashboard_for_the_sidecar(rendered):
+    (config,) = [c for c in by_kind(rendered, "ConfigMap") if c["metadata"]["name"] == kubernetes.DASHBOARD_NAME]
+    assert config["metadata"]["labels"]["grafana_dashboard"] == "1"
+    (text,) = config["data"].values()
+    dashboard = json.loads(text)
+    validator = jsonschema.Draft7Validator(json.loads((ROOT / "tests/schemas/grafana-dashboard.schema.json").read_text()))
+    assert list(validator.iter_errors(dashboard)) == []
+    assert "container_label_com_docker_compose" not in text
+    assert list(validator.iter_errors({**dashboard, "__inputs": []}))  # the schema does refuse a wrong model
+
+
 def test_prometheus_rule_spec_passes_promtool(rendered, promtool, tmp_path):
     (rule,) = by_kind(rendered, "PrometheusRule")
     (tmp_path / "rules.yml").write_text(yaml.safe_dump(rule["spec"]))

@@ -20,7 +20,7 @@ from typing import Any
 
 from generator.artifacts import compose, grafana, image, nginx, prometheus
 from generator.artifacts.compose import CONTAINER_PORT, METRICS_DIR, EnvRef, EnvTemplate
-from generator.render import to_yaml
+from generator.render import to_json, to_yaml
 from generator.settings import Settings
 
 DIR = "kubernetes"
@@ -472,7 +472,7 @@ def dashboard_config_map(settings: Settings) -> dict[str, Any]:
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {"name": DASHBOARD_NAME, "labels": labels},
-        "data": {"mlflow-overview.json": json.dumps(grafana.dashboard(settings, kubernetes=True), indent=2, sort_keys=True) + "\n"},
+        "data": {"mlflow-overview.json": to_json(grafana.dashboard(settings, kubernetes=True)).decode()},
     }
 
 
