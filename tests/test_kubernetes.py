@@ -339,3 +339,22 @@ def test_the_build_says_when_out_is_not_where_the_kustomization_expects_it(tmp_p
     elsewhere = run_generator("build", "--project-dir", project, "--out", tmp_path / "elsewhere")
     assert elsewhere.returncode == 0, elsewhere.stderr
     assert "kubernetes/kustomization.yaml: its secretGenerator reads ../../.env.secrets" in elsewhere.stderr
+
+
+def test_pods_accept_their_own_addresses_as_hosts_only_where_mlflow_checks_hosts():
+    """3.5+ refuses a Host it does not list; Prometheus scrapes pods by IP (the e2e test sends such a scrape)."""
+    from generator.versions import parse_version
+
+    settings = _settings()
+    for version, checks in (("3.4.0", False), ("3.5.0", True), ("3.17.2", True)):
+        changed = settings.model_copy(update={"server": settings.server.model_copy(update={"version": parse_version(version)})})
+        cluster, compose_argv = kubernetes.server_command(changed), compose.server_command(changed)
+        if checks:
+            hosts = cluster[cluster.index("--allowed-hosts") + 1].split(",")
+            assert hosts[: len(compose.allowed_hosts(changed))] == compose.allowed_hosts(changed)
+            assert set(kubernetes.POD_HOST_PATTERNS) <= set(hosts)
+            assert [w for w in cluster if w != cluster[cluster.index("--allowed-hosts") + 1]] == [
+                w for w in compose_argv if w != compose_argv[compose_argv.index("--allowed-hosts") + 1]
+            ]
+        else:
+            assert cluster == compose_argv and "--allowed-hosts" not in cluster
