@@ -61,6 +61,7 @@ def build(
         return
     report = write_outputs(out_dir, files)
     _note_readable_htpasswd(out_dir, files)
+    _note_kustomization_paths(project_dir, out_dir, files)
     typer.echo(
         f"{out_dir}: {len(report.written)} written, {len(report.unchanged)} unchanged, {len(report.removed)} removed"
     )
@@ -72,6 +73,18 @@ def settings_command() -> None:
     from generator.settings import settings_table
 
     typer.echo(settings_table(), nl=False)
+
+
+def _note_kustomization_paths(project_dir: Path, out_dir: Path, files: dict[str, bytes]) -> None:
+    """kubernetes/kustomization.yaml finds .env.secrets at ../../ : true only with out/ in the project."""
+    from generator.artifacts.kubernetes import KUSTOMIZATION, SECRETS_ENV_FILE
+
+    if KUSTOMIZATION in files and out_dir.resolve() != (project_dir / "out").resolve():
+        typer.echo(
+            f"{KUSTOMIZATION}: its secretGenerator reads {SECRETS_ENV_FILE}, the project's .env.secrets only when "
+            f"the output is PROJECT_DIR/out (not {out_dir}); build without --out before applying it",
+            err=True,
+        )
 
 
 def _note_readable_htpasswd(out_dir: Path, files: dict[str, bytes]) -> None:

@@ -43,6 +43,7 @@ class EnvValue:
     line: int
     quoting: str  # "'", '"' or "" (unquoted)
     raw_text: str  # the value's text in the file, quotes removed, escapes kept
+    written: str = ""  # the assignment's lines exactly as in the file
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,7 @@ def parse_env_file(path: Path, display_name: str) -> dict[str, EnvValue]:
             line=line,
             quoting=quoting,
             raw_text=raw_text,
+            written=binding.original.string.strip("\r\n"),
         )
     if problems:
         raise UserError("\n".join(problems))

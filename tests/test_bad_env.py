@@ -46,6 +46,13 @@ class Case:
     secret_values: tuple[str, ...] = ()  # secret values in `secrets` that must not be shown
 
 
+# An external S3 (lines 4-7 of .env), which Kubernetes needs, and its secret key.
+K8S_ENV = (
+    "MINIO_ENABLED=false\nS3_ENDPOINT=https://s3.example.internal\nS3_ACCESS_KEY=mlflow-writer\n"
+    "MLFLOW_KUBERNETES_ENABLED=true\n"
+)
+K8S_SECRET = "S3_SECRET_KEY=Sup3r-Secret-Value-<n>-s3\n"
+
 CASES = [
     # ports and counts
     Case("port-text", env="MLFLOW_PORT=http\n", names=("MLFLOW_PORT",)),
@@ -269,6 +276,42 @@ CASES = [
     ),
     Case("graphql-role-admin", env="MLFLOW_GRAPHQL_ROLE=admin\n", names=("MLFLOW_GRAPHQL_ROLE",)),
     Case("graphql-role-spaces", env="MLFLOW_GRAPHQL_ROLE=data team\n", names=("MLFLOW_GRAPHQL_ROLE",)),
+    # Kubernetes: managed services, kustomize's reading of .env.secrets, the connection budget
+    Case("kubernetes-with-minio", env="MLFLOW_KUBERNETES_ENABLED=true\n", names=("MLFLOW_KUBERNETES_ENABLED",)),
+    Case(
+        "kubernetes-connection-budget",
+        env=K8S_ENV + "MLFLOW_WORKERS=4\nPOSTGRES_MAX_CONNECTIONS=150\n",
+        secrets=K8S_SECRET,
+        names=("POSTGRES_MAX_CONNECTIONS (in .env line 9)",),
+        also=("162", "MLFLOW_HPA_MAX_REPLICAS"),
+        secret_values=("Sup3r-Secret-Value-<n>-s3",),
+    ),
+    Case(
+        "kubernetes-hpa-below-replicas",
+        env=K8S_ENV + "MLFLOW_REPLICAS=5\nMLFLOW_HPA_MAX_REPLICAS=3\n",
+        secrets=K8S_SECRET,
+        names=("MLFLOW_HPA_MAX_REPLICAS",),
+        secret_values=("Sup3r-Secret-Value-<n>-s3",),
+    ),
+    Case(
+        "kubernetes-secret-quoted",
+        env=K8S_ENV,
+        secrets=K8S_SECRET + 'POSTGRES_PASSWORD="Sup3r-Secret-Value-<n>-quoted"\n',
+        names=("POSTGRES_PASSWORD (in .env.secrets line 6)",),
+        also=("kustomize",),
+        secret_values=("Sup3r-Secret-Value-<n>-s3", "Sup3r-Secret-Value-<n>-quoted"),
+    ),
+    Case(
+        "kubernetes-secret-outside-secrets-file",
+        env=K8S_ENV + "POSTGRES_PASSWORD=Sup3r-Secret-Value-<n>-in-env\n",
+        secrets=K8S_SECRET,
+        names=("POSTGRES_PASSWORD (in .env line 8)",),
+        secret_values=("Sup3r-Secret-Value-<n>-s3", "Sup3r-Secret-Value-<n>-in-env"),
+    ),
+    Case("kubernetes-image-with-tag", env="MLFLOW_IMAGE_REPOSITORY=registry.example.com/mlflow:v1\n",
+         names=("MLFLOW_IMAGE_REPOSITORY",)),
+    Case("kubernetes-cpu-request-text", env="MLFLOW_CPU_REQUEST=half\n", names=("MLFLOW_CPU_REQUEST",)),
+    Case("kubernetes-replicas-zero", env="MLFLOW_REPLICAS=0\n", names=("MLFLOW_REPLICAS",)),
     # lines that do not parse: no variable to name, so the file and line
     Case("malformed-line", env="MLFLOW_PORT 5000\n", names=(".env line 4",)),
     Case("malformed-line-after-blank-lines", env="# server\n\n\nMLFLOW_PORT 5000\n", names=(".env line 7",)),

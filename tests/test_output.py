@@ -6,6 +6,8 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from generator.output import MANIFEST
 from tests.conftest import EXAMPLES, ROOT, run_generator, write_tree
 
@@ -37,11 +39,12 @@ def test_building_twice_gives_identical_output_and_rewrites_nothing(tmp_path):
     assert snapshot_tree(out) == before
 
 
-def test_two_separate_builds_are_byte_identical(tmp_path):
+@pytest.mark.parametrize("profile", ["prod", "kubernetes"])
+def test_two_separate_builds_are_byte_identical(tmp_path, profile):
     """Separate processes (so different hash seeds), a clock second apart."""
     for name in ("a", "b"):
         time.sleep(1.1 if name == "b" else 0)
-        result = run_generator("build", "--project-dir", EXAMPLES / "prod", "--out", tmp_path / name)
+        result = run_generator("build", "--project-dir", EXAMPLES / profile, "--out", tmp_path / name)
         assert result.returncode == 0, result.stderr
     tree_a = {path: content for path, (content, _) in snapshot_tree(tmp_path / "a").items()}
     tree_b = {path: content for path, (content, _) in snapshot_tree(tmp_path / "b").items()}

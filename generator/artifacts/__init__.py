@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from generator.artifacts import bucket, compose, grafana, graphql, image, nginx, prometheus, serving, sql
+from generator.artifacts import bucket, compose, grafana, graphql, image, kubernetes, nginx, prometheus, serving, sql
 from generator.settings import Settings
 
 
@@ -22,5 +22,6 @@ def build(settings: Settings) -> dict[str, bytes]:
         **prometheus.build(settings),
         **grafana.build(settings),
         **graphql.build(settings),
+        **kubernetes.build(settings, image_files),
     }
     return dict(sorted(files.items()))

@@ -83,7 +83,7 @@ def backend_store_uri(settings: Settings) -> str:
     return f"postgresql://{database.user}@{database.host}:{database.port}/{database.name}"
 
 
-def server_command(settings: Settings) -> list[str]:
+def server_command(settings: Settings, extra_hosts: tuple[str, ...] = ()) -> list[str]:
     version = settings.server.version
     command = [
         "mlflow",
@@ -104,7 +104,7 @@ def server_command(settings: Settings) -> list[str]:
     else:
         command += ["--gunicorn-opts", GUNICORN_OPTS]
     if checks_host_header(version):
-        command += ["--allowed-hosts", ",".join(allowed_hosts(settings))]
+        command += ["--allowed-hosts", ",".join([*allowed_hosts(settings), *extra_hosts])]
         command += ["--cors-allowed-origins", f"https://{settings.public_host}"]
     command += ["--expose-prometheus", METRICS_DIR]
     return command
@@ -167,6 +167,18 @@ def _image(tag: str) -> dict[str, Any]:
     return {"build": {"context": f"./{image.BUILD_CONTEXT}", "dockerfile": "Dockerfile"}, "image": tag}
 
 
+def server_environment(settings: Settings) -> dict[str, Any]:
+    """The `mlflow server` container's environment (compose and Kubernetes); secrets are EnvRefs."""
+    return {
+        "MLFLOW_BACKEND_STORE_URI": backend_store_uri(settings),
+        "PGPASSWORD": MLFLOW_DB_PASSWORD,
+        "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": str(POOL_SIZE),
+        "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": str(POOL_MAX_OVERFLOW),
+        **_s3_environment(settings),
+        **_telemetry_environment(settings),
+    }
+
+
 def mlflow_service(settings: Settings, tag: str) -> dict[str, Any]:
     project = settings.stack.project_name
     return {
@@ -175,14 +187,7 @@ def mlflow_service(settings: Settings, tag: str) -> dict[str, Any]:
         "restart": "unless-stopped",
         "init": True,
         "command": server_command(settings),
-        "environment": {
-            "MLFLOW_BACKEND_STORE_URI": backend_store_uri(settings),
-            "PGPASSWORD": MLFLOW_DB_PASSWORD,
-            "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": str(POOL_SIZE),
-            "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": str(POOL_MAX_OVERFLOW),
-            **_s3_environment(settings),
-            **_telemetry_environment(settings),
-        },
+        "environment": server_environment(settings),
         "ports": [f"127.0.0.1:{settings.server.port}:{CONTAINER_PORT}"],
         # The seed's production sizing; the memory alert measures against it.
         "mem_limit": settings.server.memory_limit,
@@ -197,42 +202,54 @@ def mlflow_service(settings: Settings, tag: str) -> dict[str, Any]:
     }
 
 
-def init_service(settings: Settings, tag: str) -> dict[str, Any]:
-    project = settings.stack.project_name
+INIT_COMMAND = ["python", "-m", "init"]
+
+
+def init_files(settings: Settings) -> dict[str, str]:
+    """The generated files init reads: their path in out/ -> where they are mounted read-only."""
+    files = {sql.PATH: f"{INIT_FILES_DIR}/mlflow.sql"}
+    if not settings.external_s3:  # an external S3's bucket policy is its operator's: init leaves it alone
+        files[bucket.path(settings)] = f"{INIT_FILES_DIR}/bucket-policy.json"
+    if settings.graphql.enabled:
+        files[graphql.SQL_PATH] = f"{INIT_FILES_DIR}/mlflow-graphql.sql"
+    return files
+
+
+def init_environment(settings: Settings) -> dict[str, Any]:
+    """The `mlflow-init` container's environment (compose and Kubernetes); secrets are EnvRefs."""
     database = settings.database
-    # An external S3's bucket policy is its operator's: init leaves it alone.
-    policy_environment, policy_volumes = {}, []
+    policy_environment = {}
     if not settings.external_s3:
         policy_environment = {"MLFLOW_INIT_BUCKET_POLICY": f"{INIT_FILES_DIR}/bucket-policy.json"}
-        policy_volumes = [f"./{bucket.path(settings)}:{INIT_FILES_DIR}/bucket-policy.json:ro"]
+    return {
+        # libpq's own variables: the admin connection that provisions.
+        "PGHOST": database.host,
+        "PGPORT": str(database.port),
+        "PGUSER": database.admin_user,
+        "PGPASSWORD": POSTGRES_PASSWORD,
+        "PGDATABASE": "postgres",
+        "MLFLOW_DB_NAME": database.name,
+        "MLFLOW_DB_USER": database.user,
+        "MLFLOW_DB_PASSWORD": MLFLOW_DB_PASSWORD,
+        **_s3_environment(settings),
+        "MLFLOW_ARTIFACTS_BUCKET": settings.storage.bucket,
+        "MLFLOW_INIT_TIMEOUT": str(INIT_TIMEOUT_SECONDS),
+        "MLFLOW_INIT_SQL": f"{INIT_FILES_DIR}/mlflow.sql",
+        **policy_environment,
+        **_init_graphql_environment(settings),
+        **_telemetry_environment(settings),
+    }
+
+
+def init_service(settings: Settings, tag: str) -> dict[str, Any]:
+    project = settings.stack.project_name
     return {
         **_image(tag),
         "container_name": f"{project}_mlflow_init",
         "restart": "no",
-        "command": ["python", "-m", "init"],
-        "environment": {
-            # libpq's own variables: the admin connection that provisions.
-            "PGHOST": database.host,
-            "PGPORT": str(database.port),
-            "PGUSER": database.admin_user,
-            "PGPASSWORD": POSTGRES_PASSWORD,
-            "PGDATABASE": "postgres",
-            "MLFLOW_DB_NAME": database.name,
-            "MLFLOW_DB_USER": database.user,
-            "MLFLOW_DB_PASSWORD": MLFLOW_DB_PASSWORD,
-            **_s3_environment(settings),
-            "MLFLOW_ARTIFACTS_BUCKET": settings.storage.bucket,
-            "MLFLOW_INIT_TIMEOUT": str(INIT_TIMEOUT_SECONDS),
-            "MLFLOW_INIT_SQL": f"{INIT_FILES_DIR}/mlflow.sql",
-            **policy_environment,
-            **_init_graphql_environment(settings),
-            **_telemetry_environment(settings),
-        },
-        "volumes": [
-            f"./{sql.PATH}:{INIT_FILES_DIR}/mlflow.sql:ro",
-            *policy_volumes,
-            *([f"./{graphql.SQL_PATH}:{INIT_FILES_DIR}/mlflow-graphql.sql:ro"] if settings.graphql.enabled else []),
-        ],
+        "command": INIT_COMMAND,
+        "environment": init_environment(settings),
+        "volumes": [f"./{source}:{target}:ro" for source, target in init_files(settings).items()],
         "labels": {
             "nself.type": "init-container",
             "nself.service": "mlflow",
@@ -266,15 +283,18 @@ def hasura_service(settings: Settings) -> dict[str, Any]:
     return {"environment": {graphql.DATABASE_URL_VARIABLE: EnvTemplate(before, MLFLOW_GRAPHQL_DB_PASSWORD, after)}}
 
 
+GC_RUNNER = ["python", "-m", "init.gc"]
+
+
 def gc_command(settings: Settings) -> list[str]:
     # 2.9.2 has no env var for the store; --backend-store-uri exists in every
     # supported version. The password comes from PGPASSWORD, as for the server.
     return ["mlflow", "gc", "--backend-store-uri", backend_store_uri(settings)]
 
 
-def gc_service(settings: Settings, tag: str) -> dict[str, Any]:
+def gc_environment(settings: Settings) -> dict[str, Any]:
+    """The gc container's environment (compose and Kubernetes) without its schedule; secrets are EnvRefs."""
     environment: dict[str, Any] = {
-        "MLFLOW_GC_SCHEDULE": settings.gc.schedule,
         # Proxied artifacts (mlflow-artifacts:/) are deleted only through the
         # server; without this gc fails on the 'file' scheme and deletes
         # nothing. Inside the network the server needs no credentials: basic
@@ -285,12 +305,17 @@ def gc_service(settings: Settings, tag: str) -> dict[str, Any]:
     }
     if not settings.storage.serve_artifacts:
         environment.update(_s3_environment(settings))  # gc deletes s3:// artifacts itself
+    return environment
+
+
+def gc_service(settings: Settings, tag: str) -> dict[str, Any]:
+    environment = {"MLFLOW_GC_SCHEDULE": settings.gc.schedule, **gc_environment(settings)}
     return {
         **_image(tag),
         "container_name": f"{settings.stack.project_name}_mlflow_gc",
         "restart": "unless-stopped",
         "init": True,
-        "command": ["python", "-m", "init.gc", "--", *gc_command(settings)],
+        "command": [*GC_RUNNER, "--", *gc_command(settings)],
         "environment": environment,
         # Unhealthy while the last run failed, so `nself status` shows it.
         "healthcheck": {

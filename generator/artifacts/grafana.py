@@ -59,23 +59,28 @@ def serving_sections(settings: Settings) -> list[tuple[str, list[dict[str, Any]]
     ]
 
 
-def sections(settings: Settings) -> list[tuple[str, list[dict[str, Any]]]]:
-    found = _all_sections(settings)
+def sections(settings: Settings, kubernetes: bool = False) -> list[tuple[str, list[dict[str, Any]]]]:
+    found = _all_sections(settings, kubernetes)
     if settings.external_s3:  # no MinIO metrics: the store is another service's
-        return [(title, panels) for title, panels in found if title != "MinIO"]
+        found = [(title, panels) for title, panels in found if title != "MinIO"]
+    if kubernetes:  # the kubelet probes /health; no blackbox job exists there
+        found = [(title, [p for p in panels if p["title"] != HEALTH_PROBE_PANEL]) for title, panels in found]
     return found
 
 
-def _all_sections(settings: Settings) -> list[tuple[str, list[dict[str, Any]]]]:
+HEALTH_PROBE_PANEL = "/health probe"
+
+
+def _all_sections(settings: Settings, kubernetes: bool) -> list[tuple[str, list[dict[str, Any]]]]:
     database = settings.database.name
     bucket = settings.storage.bucket
-    container = mlflow_container(settings)
+    container = mlflow_container(settings, kubernetes)
     requests = f'mlflow_http_request_total{{job="{MLFLOW_JOB}"}}'
     durations = f'mlflow_http_request_duration_seconds_bucket{{job="{MLFLOW_JOB}"}}'
     return [
         ("Health", [
             _panel("stat", "MLflow up", [(f'up{{job="{MLFLOW_JOB}"}}', "{{instance}}")], "none"),
-            _panel("stat", "/health probe", [(f'probe_success{{job="{HEALTH_JOB}"}}', "{{instance}}")], "none"),
+            _panel("stat", HEALTH_PROBE_PANEL, [(f'probe_success{{job="{HEALTH_JOB}"}}', "{{instance}}")], "none"),
             _panel("stat", "PostgreSQL up", [("pg_up", "{{instance}}")], "none"),
             _panel("stat", "Firing MLflow alerts", [('count(ALERTS{service="mlflow", alertstate="firing"}) or vector(0)', "alerts")], "none"),
         ]),
@@ -138,12 +143,13 @@ def _all_sections(settings: Settings) -> list[tuple[str, list[dict[str, Any]]]]:
     ]
 
 
-def _lay_out(settings: Settings) -> list[dict[str, Any]]:
+def _lay_out(settings: Settings, kubernetes: bool) -> list[dict[str, Any]]:
     """Rows of equal-width panels, stacked top to bottom; ids in reading order."""
     panels: list[dict[str, Any]] = []
     y = 0
     next_id = 1
-    for title, members in [*sections(settings), *serving_sections(settings)]:
+    served = [] if kubernetes else serving_sections(settings)  # models are served by compose only
+    for title, members in [*sections(settings, kubernetes), *served]:
         panels.append({
             "type": "row", "title": title, "collapsed": False, "id": next_id, "panels": [],
             "gridPos": {"h": 1, "w": WIDTH, "x": 0, "y": y},
@@ -160,7 +166,8 @@ def _lay_out(settings: Settings) -> list[dict[str, Any]]:
     return panels
 
 
-def dashboard(settings: Settings) -> dict[str, Any]:
+def dashboard(settings: Settings, kubernetes: bool = False) -> dict[str, Any]:
+    """The dashboard; with kubernetes=True its queries select the Deployment's pods."""
     return {
         "uid": UID,
         "title": "MLflow Overview",
@@ -186,7 +193,7 @@ def dashboard(settings: Settings) -> dict[str, Any]:
                 }
             ]
         },
-        "panels": _lay_out(settings),
+        "panels": _lay_out(settings, kubernetes),
     }
 
 

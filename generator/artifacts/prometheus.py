@@ -36,8 +36,21 @@ MINIO_ALERTS = ("MLflowArtifactBucketLarge", "MLflowMinioCapacityLow")
 GIB = 1024**3
 
 
-def mlflow_container(settings: Settings) -> str:
+# Kubernetes pods of the `mlflow` Deployment (<deployment>-<replica set hash>-<pod id>), as the kubelet's
+# cAdvisor labels their containers.
+KUBERNETES_CONTAINER = 'container="mlflow", pod=~"mlflow-[a-z0-9]+-[a-z0-9]+"'
+
+
+def mlflow_container(settings: Settings, kubernetes: bool = False) -> str:
+    """cAdvisor's selector for MLflow's container: compose labels, or the Deployment's pods."""
+    if kubernetes:
+        return KUBERNETES_CONTAINER
     return f'container_label_com_docker_compose_service="mlflow", container_label_com_docker_compose_project="{settings.stack.project_name}"'
+
+
+# Alerts on jobs a cluster does not have: the kubelet probes /health itself (no blackbox exporter there)
+# and the S3 is external.
+NOT_ON_KUBERNETES = ("MLflowHealthCheckFailing", "MLflowMonitoringTargetDown")
 
 
 def recording_rules(settings: Settings) -> list[dict[str, Any]]:
@@ -92,18 +105,33 @@ def serving_alerts(settings: Settings) -> list[dict[str, Any]]:
     ]
 
 
-def alerts(settings: Settings) -> list[dict[str, Any]]:
-    found = _all_alerts(settings)
+def alerts(settings: Settings, kubernetes: bool = False) -> list[dict[str, Any]]:
+    found = _all_alerts(settings, kubernetes)
     if settings.external_s3:
-        return [alert for alert in found if alert["alert"] not in MINIO_ALERTS]
+        found = [alert for alert in found if alert["alert"] not in MINIO_ALERTS]
+    if kubernetes:
+        found = [alert for alert in found if alert["alert"] not in NOT_ON_KUBERNETES]
     return found
 
 
-def _all_alerts(settings: Settings) -> list[dict[str, Any]]:
+def connections_needed(settings: Settings, kubernetes: bool) -> tuple[int, str]:
+    """What MLflow may open at most, and how that is counted (for the alert's description)."""
+    if kubernetes:
+        from generator.artifacts.kubernetes import settings_budget
+
+        budget = settings_budget(settings)
+        return budget.total, budget.formula
+    return settings.server.workers * 10, "MLFLOW_WORKERS x 10"
+
+
+def _all_alerts(settings: Settings, kubernetes: bool) -> list[dict[str, Any]]:
     monitoring = settings.monitoring
     database = settings.database.name
     bucket = settings.storage.bucket
-    container = mlflow_container(settings)
+    container = mlflow_container(settings, kubernetes)
+    # One container under compose; per pod on Kubernetes, where each has its own limit.
+    per = " by (pod)" if kubernetes else ""
+    needed, counted = connections_needed(settings, kubernetes)
     bucket_bytes = int(monitoring.bucket_size_gb * GIB)
     return [
         _alert(
@@ -150,7 +178,7 @@ def _all_alerts(settings: Settings) -> list[dict[str, Any]]:
             "5m", "warning",
             "PostgreSQL is close to max_connections",
             f"PostgreSQL uses {{{{ $value | humanizePercentage }}}} of max_connections; MLflow ({database}) "
-            f"needs up to {settings.server.workers * 10} (MLFLOW_WORKERS x 10).",
+            f"needs up to {needed} ({counted}).",
         ),
         _alert(
             "MLflowLongRunningTransaction",
@@ -174,8 +202,8 @@ def _all_alerts(settings: Settings) -> list[dict[str, Any]]:
         ),
         _alert(
             "MLflowContainerMemoryNearLimit",
-            f"max(container_memory_working_set_bytes{{{container}}})\n"
-            f"/ max(container_spec_memory_limit_bytes{{{container}}} > 0) > 0.9",
+            f"max{per}(container_memory_working_set_bytes{{{container}}})\n"
+            f"/ max{per}(container_spec_memory_limit_bytes{{{container}}} > 0) > 0.9",
             "10m", "warning",
             "The MLflow container is close to its memory limit",
             "MLflow uses {{ $value | humanizePercentage }} of its container memory limit.",
@@ -189,11 +217,13 @@ def _all_alerts(settings: Settings) -> list[dict[str, Any]]:
     ]
 
 
-def rules(settings: Settings) -> dict[str, Any]:
+def rules(settings: Settings, kubernetes: bool = False) -> dict[str, Any]:
+    """mlflow.rules.yml, and with kubernetes=True the PrometheusRule's spec (models are served by compose only)."""
+    served = [] if kubernetes else serving_alerts(settings)
     return {
         "groups": [
             {"name": "mlflow.recording", "interval": "1m", "rules": recording_rules(settings)},
-            {"name": "mlflow.alerts", "rules": [*alerts(settings), *serving_alerts(settings)]},
+            {"name": "mlflow.alerts", "rules": [*alerts(settings, kubernetes), *served]},
         ]
     }
 

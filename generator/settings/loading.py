@@ -94,6 +94,10 @@ def load_settings(project_env: ProjectEnv) -> Settings:
         # The default role name is derived from MLFLOW_DB_USER: its problem is reported once, there.
         problems.pop("MLFLOW_GRAPHQL_DB_USER", None)
 
+    if "PROJECT_NAME" in problems and not project_env.values.get("MLFLOW_IMAGE_REPOSITORY", "").strip():
+        # The default repository is derived from PROJECT_NAME: its problem is reported once, there.
+        problems.pop("MLFLOW_IMAGE_REPOSITORY", None)
+
     external_s3 = _external_s3(values)
     for name, reason in _REQUIRED_WHEN_ENABLED.items():
         if name == "MINIO_ROOT_PASSWORD" and not _signs_with_minio_root(values):
@@ -110,6 +114,8 @@ def load_settings(project_env: ProjectEnv) -> Settings:
 
     problems.update(_cross_checks(values, problems, hidden, project_env))
     problems.update(_s3_key_checks(values, problems, external_s3))
+    if "kubernetes" in built and built["kubernetes"].enabled:  # type: ignore[attr-defined]
+        problems.update(_kubernetes_checks(values, problems, external_s3, project_env))
 
     if problems:
         raise SettingsError([problems[name] for name in sorted(problems)])
@@ -136,6 +142,8 @@ def _with_defaults(raw: dict[str, str]) -> dict[str, str]:
         values["MLFLOW_ARTIFACTS_ROOT"] = f"s3://{values['MLFLOW_ARTIFACTS_BUCKET']}"
     if not values["POSTGRES_DB"]:
         values["POSTGRES_DB"] = values["PROJECT_NAME"]
+    if not values["MLFLOW_IMAGE_REPOSITORY"]:
+        values["MLFLOW_IMAGE_REPOSITORY"] = f"{values['PROJECT_NAME'].strip()}-mlflow"
     if not values["MLFLOW_GRAPHQL_DB_USER"]:
         # Cut so that the name stays within PostgreSQL's 63 characters.
         values["MLFLOW_GRAPHQL_DB_USER"] = f"{values['MLFLOW_DB_USER'].strip()[:55]}_graphql"
@@ -322,6 +330,85 @@ def _s3_key_checks(values: dict[str, str], problems: dict[str, str], external_s3
             "or neither, to use MinIO's root keys"
         )
     return {name: problem for name, problem in found.items() if name not in problems}
+
+
+def _on(values: dict[str, str], name: str) -> bool:
+    return values.get(name, "").strip().lower() in ("true", "yes", "1")
+
+
+def kubernetes_secret_variables(values: dict[str, str]) -> tuple[str, ...]:
+    """The secrets the Kubernetes manifests read from the Secret generated from .env.secrets."""
+    names = ["POSTGRES_PASSWORD", "MLFLOW_DB_PASSWORD", "S3_SECRET_KEY"]
+    if _on(values, "MLFLOW_GRAPHQL_ENABLED"):
+        names.append("MLFLOW_GRAPHQL_DB_PASSWORD")
+    return tuple(names)
+
+
+def kustomize_env_value(written: str, name: str) -> str | None:
+    """What kustomize's secretGenerator (`envs:`) reads for `name` from this assignment: the text after the
+    first '=' as it is, quotes and spaces included (checked against kubectl kustomize in the tests)."""
+    if "\n" in written:
+        return None  # a value over several lines: kustomize reads each line on its own
+    line = written.lstrip()
+    key, equals, value = line.partition("=")
+    if not equals or key != name:
+        return None  # `export NAME=…` or `NAME =…` name another key for kustomize
+    return value
+
+
+def _kubernetes_checks(
+    values: dict[str, str], problems: dict[str, str], external_s3: bool, project_env: ProjectEnv
+) -> dict[str, str]:
+    """A cluster reaches S3 and PostgreSQL as managed services, reads secrets with kustomize from
+    .env.secrets as written, and must fit its connections into max_connections."""
+    found: dict[str, str] = {}
+    if not external_s3:
+        found["MLFLOW_KUBERNETES_ENABLED"] = (
+            f"MLFLOW_KUBERNETES_ENABLED{_where('MLFLOW_KUBERNETES_ENABLED', project_env)}: needs an external S3, because nothing runs MinIO in the cluster; "
+            f"accepted: S3_ENDPOINT set to your S3 service (not {BUNDLED_S3_ENDPOINT}) with MINIO_ENABLED not true"
+        )
+    replicas, maximum = values["MLFLOW_REPLICAS"].strip(), values["MLFLOW_HPA_MAX_REPLICAS"].strip()
+    counts_valid = not {"MLFLOW_REPLICAS", "MLFLOW_HPA_MAX_REPLICAS", "MLFLOW_WORKERS", "POSTGRES_MAX_CONNECTIONS"} & set(
+        problems
+    )
+    if counts_valid and int(maximum) < int(replicas):
+        found["MLFLOW_HPA_MAX_REPLICAS"] = (
+            f"MLFLOW_HPA_MAX_REPLICAS{_where('MLFLOW_HPA_MAX_REPLICAS', project_env)}: must be at least "
+            f"MLFLOW_REPLICAS ({replicas}), the autoscaler's minimum (got {maximum!r})"
+        )
+    elif counts_valid:
+        from generator.artifacts.kubernetes import connection_budget  # the manifests' own arithmetic
+
+        budget = connection_budget(int(maximum), int(values["MLFLOW_WORKERS"].strip()), _on(values, "MLFLOW_GC_ENABLED"))
+        limit = int(values["POSTGRES_MAX_CONNECTIONS"].strip())
+        if budget.total > limit:
+            found["POSTGRES_MAX_CONNECTIONS"] = (
+                f"POSTGRES_MAX_CONNECTIONS{_where('POSTGRES_MAX_CONNECTIONS', project_env)}: {limit} is less than "
+                f"the {budget.total} connections MLflow on Kubernetes can open ({budget.formula}); accepted: the "
+                f"server's max_connections if it is higher, or lower MLFLOW_HPA_MAX_REPLICAS or MLFLOW_WORKERS"
+            )
+    for name in kubernetes_secret_variables(values):
+        origin = project_env.origins.get(name)
+        if name in problems or origin is None or not values[name]:
+            continue  # unset: reported above, or generated by the build
+        where = f"{name} (in {origin.source} line {origin.line})"
+        if origin.source != SECRETS_FILE:
+            found[name] = (
+                f"{where}: must be set in {SECRETS_FILE} with MLFLOW_KUBERNETES_ENABLED=true, because the cluster's "
+                f"Secret is generated from that file alone; accepted: move the line there"
+            )
+        elif kustomize_env_value(origin.written, name) != values[name]:
+            found[name] = (
+                f"{where}: kustomize's secretGenerator would read another value from this line, since it keeps "
+                "quotes, spaces, comments and ${...} as written; accepted: NAME=value on one line, unquoted, "
+                "without ${...} or a comment"
+            )
+    return {name: problem for name, problem in found.items() if name not in problems}
+
+
+def _where(name: str, project_env: ProjectEnv) -> str:
+    origin = project_env.origins.get(name)
+    return f" (in {origin.source} line {origin.line})" if origin else ""
 
 
 def require_enabled(project_env: ProjectEnv) -> None:

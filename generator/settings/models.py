@@ -293,6 +293,71 @@ class GraphqlSettings(_Section):
     )
 
 
+class KubernetesSettings(_Section):
+    enabled: Boolean = setting(
+        "MLFLOW_KUBERNETES_ENABLED",
+        "false",
+        "adds `kubernetes/`, a kustomize base for a cluster (see [Running on Kubernetes](#running-on-kubernetes)); "
+        "needs an external S3 and PostgreSQL",
+    )
+    image: Annotated[
+        str,
+        _text(
+            r"[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]{1,5})?(/[a-z0-9]+([._-][a-z0-9]+)*)*",
+            "must be an image repository without a tag, such as registry.example.com/ml/mlflow; accepted: "
+            "lowercase letters, digits, '.', '_', '-', '/' and a registry port",
+        ),
+    ] = setting(
+        "MLFLOW_IMAGE_REPOSITORY",
+        DERIVED,
+        "the registry repository the cluster pulls the image built from `mlflow/` from; default "
+        "`<PROJECT_NAME>-mlflow` (only a cluster that has the local image); the tag is the build's",
+    )
+    replicas: Annotated[int, _whole(1, 100, "a number of replicas")] = setting(
+        "MLFLOW_REPLICAS", "2", "`mlflow` pods, 1–100: the Deployment's replicas and the autoscaler's minimum"
+    )
+    hpa_max_replicas: Annotated[int, _whole(1, 100, "a number of replicas")] = setting(
+        "MLFLOW_HPA_MAX_REPLICAS", "3", "the autoscaler's maximum, 1–100, at least `MLFLOW_REPLICAS`"
+    )
+    hpa_cpu_percent: Annotated[int, _whole(10, 1000, "a CPU utilisation in percent")] = setting(
+        "MLFLOW_HPA_CPU_PERCENT", "70", "the autoscaler's target: average CPU use as a percentage of `MLFLOW_CPU_REQUEST`"
+    )
+    cpu_request: Annotated[
+        str, _text(r"[1-9][0-9]{0,5}m|[0-9]{1,3}(\.[0-9]{1,3})?", "must be a CPU quantity; accepted: millicores such as 500m, or cores such as 2 or 1.5")
+    ] = setting("MLFLOW_CPU_REQUEST", "500m", "CPU each `mlflow` pod requests (the autoscaler's 100%): `500m`, `2`…")
+    cpu_limit: Annotated[
+        str,
+        _text(
+            r"([1-9][0-9]{0,5}m|[0-9]{1,3}(\.[0-9]{1,3})?)?",
+            "must be a CPU quantity or empty; accepted: millicores such as 500m, cores such as 2, or empty for none",
+        ),
+    ] = setting(
+        "MLFLOW_CPU_LIMIT", "", "empty: no CPU limit (a throttled worker misses its probes); or a quantity such as `2`"
+    )
+    ingress_class: Annotated[
+        str, _text(rules.LABEL, "must be an IngressClass name; accepted: lowercase letters, digits and '-'")
+    ] = setting("MLFLOW_INGRESS_CLASS", "nginx", "the IngressClass; the annotations are ingress-nginx's")
+    ingress_namespace: Annotated[
+        str, _text(rules.LABEL, "must be a namespace name; accepted: lowercase letters, digits and '-'")
+    ] = setting(
+        "MLFLOW_INGRESS_NAMESPACE", "ingress-nginx", "the ingress controller's namespace: the NetworkPolicy lets it reach MLflow"
+    )
+    prometheus_namespace: Annotated[
+        str, _text(rules.LABEL, "must be a namespace name; accepted: lowercase letters, digits and '-'")
+    ] = setting(
+        "MLFLOW_PROMETHEUS_NAMESPACE", "monitoring", "Prometheus's namespace: the NetworkPolicy lets it scrape MLflow"
+    )
+    tls_secret: Annotated[
+        str, _text(rules.HOSTNAME, "must be a Secret name; accepted: lowercase letters, digits, '-' and '.'")
+    ] = setting("MLFLOW_TLS_SECRET", "mlflow-tls", "the `kubernetes.io/tls` Secret the Ingress serves (cert-manager or your own)")
+    postgres_max_connections: Annotated[int, _whole(1, 262143, "a number of connections")] = setting(
+        "POSTGRES_MAX_CONNECTIONS",
+        "100",
+        "PostgreSQL's `max_connections`; with Kubernetes the build refuses settings that can exceed it "
+        "(see [Running on Kubernetes](#running-on-kubernetes))",
+    )
+
+
 SECTIONS: dict[str, type[_Section]] = {
     "stack": StackSettings,
     "server": ServerSettings,
@@ -304,6 +369,7 @@ SECTIONS: dict[str, type[_Section]] = {
     "monitoring": MonitoringSettings,
     "serving": ServingSettings,
     "graphql": GraphqlSettings,
+    "kubernetes": KubernetesSettings,
 }
 
 
@@ -318,6 +384,7 @@ class Settings(_Section):
     monitoring: MonitoringSettings
     serving: ServingSettings
     graphql: GraphqlSettings
+    kubernetes: KubernetesSettings
     minio_auto_enabled: bool
     external_s3: bool = False
 
