@@ -191,7 +191,8 @@ def info(
         ["Database password", data["database"]["password"] or "not generated yet (run nself build)"],
         ["Artifacts", f"bucket {settings.storage.bucket} ({settings.artifacts_destination}), "
                       f"{'proxied by MLflow' if settings.storage.serve_artifacts else 'clients use S3 directly'}"],
-        ["Auth", f"basic auth, user {settings.auth.username}" if settings.auth.enabled else "off"],
+        ["Auth", (f"MLflow's users, admin {settings.auth.username}" if settings.auth.mlflow_mode
+                  else f"basic auth, user {settings.auth.username}" if settings.auth.enabled else "off")],
     ]
     if settings.auth.enabled:
         rows.append(["Auth password", data["auth"]["password"] or "not generated yet (run nself build)"])

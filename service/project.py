@@ -39,6 +39,9 @@ class Project:
             return "MLFLOW_AUTH_ENABLED is false here; set it to true (with MLFLOW_AUTH_PASSWORD) to match the server"
         if self.settings.auth.password is None:
             return "MLFLOW_AUTH_PASSWORD is not set yet: run nself build, which generates it"
+        if self.settings.auth.mlflow_mode:
+            return ("check MLFLOW_AUTH_USERNAME and MLFLOW_AUTH_PASSWORD: MLflow's admin gets them when mlflow-init "
+                    "runs (nself build, then nself start)")
         return "check MLFLOW_AUTH_USERNAME and MLFLOW_AUTH_PASSWORD against the server's htpasswd (run nself build)"
 
     def compose(self, out_dir: Path | None = None) -> ComposeProject:
