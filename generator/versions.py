@@ -53,6 +53,8 @@ AUTH_FLASK_SECRET_SINCE = MlflowVersion(2, 21, 0)
 AUTH_PASSWORD_POLICY_SINCE = MlflowVersion(2, 22, 0)
 # 3.3.x: under uvicorn the auth app answers 500; fixed in 3.4.0.
 AUTH_UVICORN_BROKEN = (MlflowVersion(3, 3, 0), MlflowVersion(3, 4, 0))
+# 3.10.0: GET /api/2.0/mlflow/users/list (before, users are listed from the auth database).
+AUTH_USERS_LIST_SINCE = MlflowVersion(3, 10, 0)
 # 3.12.0: auth_cache_max_size / auth_cache_ttl_seconds in the ini cache a
 # successful password check per worker, and user changes made through the
 # API drop that user's entries.
@@ -131,3 +133,7 @@ def auth_permissions_api_v3(version: MlflowVersion) -> bool:
 def auth_admin_from_environment(version: MlflowVersion) -> bool:
     """The server reads the admin's name and password from MLFLOW_AUTH_ADMIN_USERNAME/PASSWORD."""
     return version >= AUTH_ADMIN_ENVIRONMENT_SINCE
+
+
+def auth_lists_users(version: MlflowVersion) -> bool:
+    return version >= AUTH_USERS_LIST_SINCE

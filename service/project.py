@@ -30,8 +30,11 @@ class Project:
     def api(self, url: str | None = None, ca_file: Path | None = None, insecure: bool = False) -> MlflowApi:
         auth = self.settings.auth
         credentials = (auth.username, auth.password.get_secret_value()) if auth.enabled and auth.password else (None, None)
+        forbidden = ("MLflow refused MLFLOW_AUTH_USERNAME this (MLFLOW_AUTH_MODE=mlflow): is it still an admin? "
+                     "mlflow-init makes it one again at the next nself start; or is this address outside "
+                     "MLFLOW_ALLOWED_IPS?") if auth.mlflow_mode else "is this address in MLFLOW_ALLOWED_IPS?"
         return MlflowApi(url or self.direct_url, *credentials, ca_file=ca_file, insecure=insecure,
-                         credentials_hint=self.credentials_hint)
+                         credentials_hint=self.credentials_hint, forbidden_hint=forbidden)
 
     @property
     def credentials_hint(self) -> str:

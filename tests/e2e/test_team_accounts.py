@@ -118,3 +118,180 @@ def test_the_admin_gets_in(team, via):
     assert status == 200, body
     status, _body, _headers = request(team, "GET", "/", user=admin(team), via=via)
     assert status == 200
+
+
+# -- service users, and what MLflow then allows ---------------------------------
+
+def service(stack: Stack, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    """`python -m generator service …` against MLflow's own port, as the cascade's admin."""
+    import os
+    import sys
+
+    from tests.conftest import ROOT
+
+    return subprocess.run(
+        [sys.executable, "-m", "generator", "service", *args, "--project-dir", str(stack.project)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, input=stdin, capture_output=True, text=True, timeout=300,
+    )
+
+
+def users(stack: Stack, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    result = service(stack, "users", *args, "--url", stack.mlflow_url, stdin=stdin)
+    assert "Traceback" not in result.stderr, result.stderr
+    return result
+
+
+def direct_database(stack: Stack) -> list[str]:
+    from tests.services import PG_BIN
+
+    return ["--direct", "--db-host", "127.0.0.1", "--db-port", str(stack.pg.port), "--pg-bindir", str(PG_BIN)]
+
+
+BOB_PASSWORD = "bob-chose-this-password-1"
+
+
+@pytest.fixture(scope="module")
+def people(team):
+    """alice (a generated password) and bob (his own, from stdin), added by the admin."""
+    added = users(team, "add", "alice")
+    assert added.returncode == 0, added.stderr
+    lines = added.stdout.splitlines()
+    assert len(lines) == 1 and len(lines[0]) == 43, "the generated password, printed once"
+    assert "user alice added" in added.stderr
+    bob = users(team, "add", "bob", "--password-stdin", stdin=BOB_PASSWORD + "\n")
+    assert bob.returncode == 0, bob.stderr
+    assert bob.stdout == "", "a password given on stdin is not printed"
+    return {"alice": ("alice", lines[0]), "bob": ("bob", BOB_PASSWORD)}
+
+
+def test_users_list_shows_the_admin_and_the_new_users(team, people):
+    listed = users(team, "list", "--json", *direct_database(team))
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout) == sorted(
+        [{"username": team.credentials[0], "is_admin": True}, {"username": "alice", "is_admin": False},
+         {"username": "bob", "is_admin": False}], key=lambda user: user["username"])
+
+
+@pytest.fixture(scope="module")
+def alice_work(team, people, tmp_path_factory):
+    """The seed's tracking and registry examples, logged by alice with her own credentials."""
+    tracking = team.run_client("seed_tracking.py", credentials=people["alice"])
+    registry = team.run_client("seed_registry.py", tracking["run_id"], credentials=people["alice"])
+    return {"tracking": tracking, "registry": registry}
+
+
+EXPERIMENT = "my-classification-model"
+MODEL = "production-classifier"
+
+
+def can_read_experiment(stack, user, experiment_id, run_id) -> tuple[int, int]:
+    experiment = request(stack, "GET", f"{API}/experiments/get?experiment_id={experiment_id}", user=user)[0]
+    run = request(stack, "GET", f"{API}/runs/get?run_id={run_id}", user=user)[0]
+    return experiment, run
+
+
+def log_metric(stack, user, run_id) -> int:
+    return request(stack, "POST", f"{API}/runs/log-metric", user=user,
+                   body={"run_id": run_id, "key": "bob_was_here", "value": 1.0, "timestamp": 1, "step": 0})[0]
+
+
+def test_bob_reads_alices_experiment_only_with_read_and_logs_only_with_edit(team, people, alice_work):
+    bob = people["bob"]
+    experiment_id, run_id = alice_work["tracking"]["experiment_id"], alice_work["tracking"]["run_id"]
+    # MLFLOW_AUTH_DEFAULT_PERMISSION=NO_PERMISSIONS: nothing of alice's is bob's to see.
+    assert can_read_experiment(team, bob, experiment_id, run_id) == (403, 403)
+    assert log_metric(team, bob, run_id) == 403
+
+    granted = users(team, "grant", "bob", "experiment", EXPERIMENT, "READ")
+    assert granted.returncode == 0, granted.stderr
+    assert granted.stdout.strip() == f"bob: READ on experiment '{EXPERIMENT}' granted"
+    assert can_read_experiment(team, bob, experiment_id, run_id) == (200, 200)
+    assert log_metric(team, bob, run_id) == 403
+
+    granted = users(team, "grant", "bob", "experiment", EXPERIMENT, "EDIT")
+    assert granted.returncode == 0, granted.stderr
+    assert log_metric(team, bob, run_id) == 200
+    # Also on MLflow's own port: the same users, the same answers.
+    assert request(team, "GET", f"{API}/runs/get?run_id={run_id}", user=bob, via="direct")[0] == 200
+
+
+def test_bob_reads_alices_model_only_with_read_and_changes_it_only_with_edit(team, people, alice_work):
+    bob = people["bob"]
+
+    def read() -> int:
+        return request(team, "GET", f"{API}/registered-models/get?name={MODEL}", user=bob)[0]
+
+    def change() -> int:
+        return request(team, "PATCH", f"{API}/registered-models/update", user=bob,
+                       body={"name": MODEL, "description": "edited by bob"})[0]
+
+    assert (read(), change()) == (403, 403)
+    assert users(team, "grant", "bob", "model", MODEL, "READ").returncode == 0
+    assert (read(), change()) == (200, 403)
+    assert users(team, "grant", "bob", "model", MODEL, "EDIT").returncode == 0
+    assert (read(), change()) == (200, 200)
+
+
+def test_permissions_name_the_creator_and_the_grants(team, people, alice_work):
+    alice = users(team, "permissions", "alice", "--json")
+    assert alice.returncode == 0, alice.stderr
+    granted = {(row["kind"], row["target"]): row["permission"] for row in json.loads(alice.stdout)["permissions"]}
+    # MLflow gives whoever creates an experiment or a model MANAGE on it: that is the record of who made it.
+    assert granted[("experiment", EXPERIMENT)] == "MANAGE"
+    assert granted[("model", MODEL)] == "MANAGE"
+    bob = json.loads(users(team, "permissions", "bob", "--json").stdout)
+    assert {(row["kind"], row["target"]): row["permission"] for row in bob["permissions"]} == {
+        ("experiment", EXPERIMENT): "EDIT", ("model", MODEL): "EDIT"}
+    assert bob["default_permission"] == "NO_PERMISSIONS"
+
+
+def test_revoke_returns_bob_to_the_default(team, people, alice_work):
+    bob = people["bob"]
+    experiment_id, run_id = alice_work["tracking"]["experiment_id"], alice_work["tracking"]["run_id"]
+    wrong = users(team, "revoke", "bob", "experiment", EXPERIMENT, "READ")
+    assert wrong.returncode == 2 and "has EDIT" in wrong.stderr
+    revoked = users(team, "revoke", "bob", "experiment", EXPERIMENT)
+    assert revoked.returncode == 0, revoked.stderr
+    assert can_read_experiment(team, bob, experiment_id, run_id) == (403, 403)
+
+
+def test_an_admin_flag_opens_everything_and_closes_again(team, people, alice_work):
+    bob = people["bob"]
+    experiment_id, run_id = alice_work["tracking"]["experiment_id"], alice_work["tracking"]["run_id"]
+    assert users(team, "admin", "bob", "on").returncode == 0
+    assert can_read_experiment(team, bob, experiment_id, run_id) == (200, 200)
+    assert users(team, "admin", "bob", "off").returncode == 0
+    assert can_read_experiment(team, bob, experiment_id, run_id) == (403, 403)
+
+
+def test_passwd_changes_bobs_password(team, people):
+    old = people["bob"]
+    changed = users(team, "passwd", "bob")
+    assert changed.returncode == 0, changed.stderr
+    new = ("bob", changed.stdout.strip())
+    assert len(new[1]) == 43
+    # Every worker: the password is checked anew (a cached success of the old one lasts at most the TTL).
+    statuses = {request(team, "GET", "/", user=new)[0] for _ in range(6)}
+    assert statuses == {200}
+    people["bob"] = new
+    assert request(team, "GET", f"{API}/experiments/search?max_results=1", user=old)[0] in (200, 401)
+
+
+def test_the_cascades_admin_is_refused_to_the_users_commands(team):
+    name = team.credentials[0]
+    for args in (("passwd", name), ("remove", name), ("admin", name, "off")):
+        result = users(team, *args)
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert "MLFLOW_AUTH_PASSWORD" in result.stderr
+
+
+def test_a_removed_user_is_refused(team, people):
+    removed = users(team, "remove", "bob")
+    assert removed.returncode == 0, removed.stderr
+    # A worker that accepted bob's password within the cache's TTL still takes it for his, but MLflow then
+    # looks him up for every request and finds nobody (2.9.2 answers 404 then): never a 200.
+    statuses = {request(team, "GET", f"{API}/experiments/search?max_results=1", user=people["bob"], via="direct")[0]
+                for _ in range(6)}
+    assert statuses <= {401, 404}, statuses
+    missing = users(team, "permissions", "bob")
+    assert missing.returncode == 1 and "no such user" in missing.stderr
