@@ -609,12 +609,15 @@ def _users(project_dir: Path, env: str | None, url: str | None, ca_file: Path | 
     return project, Users(project.api(url, ca_file, insecure), project.settings.server.version)
 
 
-def _not_the_admin(project, username: str, what: str) -> None:
+_OTHER_ADMIN = "to make another user the stack's admin, set MLFLOW_AUTH_USERNAME, then run nself build and nself start"
+_ADMIN_PASSWORD = "to change it, set MLFLOW_AUTH_PASSWORD in .env.secrets, then run nself build and nself start"
+
+
+def _not_the_admin(project, username: str, advice: str) -> None:
     """The cascade owns the admin: mlflow-init would undo a change made here."""
     if username == project.settings.auth.username:
         raise UserError(f"{username}: is the admin of MLFLOW_AUTH_USERNAME, which mlflow-init keeps as the env files "
-                        f"say; to {what}, change the env files (MLFLOW_AUTH_PASSWORD in .env.secrets), then run "
-                        "nself build and nself start")
+                        f"say; {advice}")
 
 
 def _new_password(password_stdin: bool) -> tuple[str, bool]:
@@ -694,7 +697,7 @@ def users_remove(
 ) -> None:
     """Remove a user and its permissions."""
     project, users = _users(project_dir, env, url, ca_file, insecure)
-    _not_the_admin(project, name, "remove it")
+    _not_the_admin(project, name, _OTHER_ADMIN)
     users.remove(name)
     typer.echo(f"user {name} removed")
 
@@ -711,7 +714,7 @@ def users_passwd(
 ) -> None:
     """Set a new password. Without --password-stdin one is generated and printed once, on stdout."""
     project, users = _users(project_dir, env, url, ca_file, insecure)
-    _not_the_admin(project, name, "change its password")
+    _not_the_admin(project, name, _ADMIN_PASSWORD)
     password, generated = _new_password(password_stdin)
     users.set_password(name, password)
     typer.echo(f"password of {name} changed", err=True)
@@ -733,7 +736,7 @@ def users_admin(
     if state not in ("on", "off"):
         raise UserError(f"STATE: {state!r}; accepted: on, off")
     project, users = _users(project_dir, env, url, ca_file, insecure)
-    _not_the_admin(project, name, "change its admin flag")
+    _not_the_admin(project, name, _OTHER_ADMIN)
     users.set_admin(name, state == "on")
     typer.echo(f"{name} is {'now' if state == 'on' else 'no longer'} an admin")
 

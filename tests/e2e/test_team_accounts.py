@@ -282,7 +282,7 @@ def test_the_cascades_admin_is_refused_to_the_users_commands(team):
     for args in (("passwd", name), ("remove", name), ("admin", name, "off")):
         result = users(team, *args)
         assert result.returncode == 2, result.stdout + result.stderr
-        assert "MLFLOW_AUTH_PASSWORD" in result.stderr
+        assert "MLFLOW_AUTH_" in result.stderr
 
 
 def test_a_removed_user_is_refused(team, people):
