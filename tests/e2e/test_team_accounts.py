@@ -295,3 +295,140 @@ def test_a_removed_user_is_refused(team, people):
     assert statuses <= {401, 404}, statuses
     missing = users(team, "permissions", "bob")
     assert missing.returncode == 1 and "no such user" in missing.stderr
+
+
+# -- the stack's other consumers -------------------------------------------------
+
+def test_gc_deletes_a_deleted_runs_artifacts_logged_in_as_the_admin(team, people):
+    from tests.e2e.test_stack import object_keys
+
+    setup = team.run_client("gc_setup.py", credentials=people["alice"])
+    prefix = f"{setup['experiment_id']}/"
+    deleted, kept = setup["deleted_run_id"], setup["kept_run_id"]
+    assert object_keys(team, f"{prefix}{deleted}/") and object_keys(team, f"{prefix}{kept}/")
+
+    # Without the admin's password the server refuses gc, which says so and deletes nothing.
+    refused = team.run_gc_once(without=("MLFLOW_TRACKING_PASSWORD",))
+    assert refused.returncode != 0
+    assert "mlflow-gc: FAILED with exit code" in refused.stdout
+    assert object_keys(team, f"{prefix}{deleted}/")
+
+    result = team.run_gc_once()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert object_keys(team, f"{prefix}{deleted}/") == []
+    assert [key.rsplit("/", 1)[-1] for key in object_keys(team, f"{prefix}{kept}/")] == ["kept.txt"]
+
+
+def test_prometheus_scrapes_metrics_with_the_admins_password_file_and_probes_health_without(team, alice_work,
+                                                                                           tmp_path):
+    import time
+
+    import yaml
+
+    from generator.artifacts import prometheus as prometheus_artifact
+    from tests.e2e.test_stack import Prometheus, start_blackbox_exporter
+
+    binary = shutil.which("prometheus")
+    require_tool(binary, "Prometheus (Debian package prometheus)")
+    scrape = yaml.safe_load((team.out / prometheus_artifact.SCRAPE_PATH).read_text())
+    jobs = [job for job in scrape["scrape_configs"]
+            if job["job_name"] in (prometheus_artifact.MLFLOW_JOB, prometheus_artifact.HEALTH_JOB)]
+    mlflow_job = next(job for job in jobs if job["job_name"] == prometheus_artifact.MLFLOW_JOB)
+    assert mlflow_job["basic_auth"]["username"] == team.credentials[0]
+    # The file the operator mounts where the job says: here, beside the test's Prometheus.
+    password_file = tmp_path / "mlflow-auth-password"
+    password_file.write_text(team.credentials[1])
+    blackbox, blackbox_address = start_blackbox_exporter(tmp_path)
+    text = (yaml.safe_dump(jobs).replace(prometheus_artifact.BLACKBOX_ADDRESS, blackbox_address)
+            .replace(prometheus_artifact.METRICS_PASSWORD_FILE, str(password_file)))
+    config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+              "scrape_configs": yaml.safe_load(team.localize(text))}
+    prometheus = Prometheus(binary, config, tmp_path)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            up = prometheus.query('up{job=~"mlflow|mlflow-health"} == 1')
+            probe = prometheus.query('probe_success{job="mlflow-health"} == 1')
+            if len(up) == 2 and probe:
+                break
+            time.sleep(1)
+        assert len(up) == 2 and probe, (up, probe)
+        assert "mlflow_http_request_total" in prometheus.metric_names()
+    finally:
+        prometheus.stop()
+        blackbox.terminate()
+        blackbox.wait(10)
+
+
+# -- rotation and switching modes (last: they rebuild and restart the stack) -----------
+
+def rebuild_and_restart(stack: Stack) -> subprocess.CompletedProcess:
+    """`nself build`, then what `nself start` does: init, and a new mlflow and nginx where their files changed."""
+    before_server, before_vhost = stack.environment("mlflow"), stack.nginx.vhost
+    command_before = stack.command("mlflow")
+    build_out(stack.project, stack.out)
+    stack.values = read_project_env(stack.project).values
+    init = stack.run_init()
+    assert init.returncode == 0, init.stdout + init.stderr
+    if stack.environment("mlflow") != before_server or stack.command("mlflow") != command_before:
+        stack.stop_mlflow()
+        stack.start_mlflow()
+    if stack.nginx_for(stack.out).vhost != before_vhost or (stack.out / "nginx/includes/mlflow.htpasswd").exists():
+        stack.nginx.stop()
+        stack.nginx = None
+        stack.start_nginx()
+    return init
+
+
+def run_ids(stack: Stack, experiment_id: str, user) -> set[str]:
+    status, body, _headers = request(stack, "POST", f"{API}/runs/search", user=user,
+                                     body={"experiment_ids": [experiment_id], "max_results": 100})
+    assert status == 200, body
+    return {run["info"]["run_id"] for run in json.loads(body).get("runs", [])}
+
+
+def test_rotating_the_admin_password_in_the_env_files(team, alice_work):
+    import time
+
+    old = team.credentials
+    new_password = "rotated-admin-password-0123456789"
+    with open(team.project / ".env.secrets", "a") as secrets_file:
+        secrets_file.write(f"MLFLOW_AUTH_PASSWORD={new_password}\n")
+    restarted_before = team.mlflow_process
+    init = rebuild_and_restart(team)
+    assert outcomes(init)[f"auth admin {old[0]} password"] == "updated"
+    assert team.credentials == (old[0], new_password)
+    if team.mlflow_process is restarted_before:
+        # Nothing of the mlflow service changed (before 3.16.1 it does not get the password), so Compose
+        # leaves it running: a worker that accepted the old password trusts it until the cache's TTL ends.
+        time.sleep(auth_artifact.CACHE_TTL_SECONDS + 1)
+    for via in ("nginx", "direct"):
+        assert {request(team, "GET", f"{API}/experiments/search?max_results=1", user=old, via=via)[0]
+                for _ in range(6)} == {401}
+        assert {request(team, "GET", f"{API}/experiments/search?max_results=1", user=team.credentials, via=via)[0]
+                for _ in range(6)} == {200}
+    again = team.run_init()
+    assert set(outcomes(again).values()) == {"unchanged"}, again.stdout
+
+
+def test_switching_to_nginx_mode_and_back_keeps_every_run_and_every_user(team, people, alice_work):
+    experiment_id = alice_work["tracking"]["experiment_id"]
+    runs = run_ids(team, experiment_id, team.credentials)
+    assert alice_work["tracking"]["run_id"] in runs
+    env_file = team.project / ".env"
+    original = env_file.read_text()
+    env_file.write_text(original + "MLFLOW_AUTH_MODE=nginx\nMLFLOW_AUTH_DEFAULT_PERMISSION=\n")
+    try:
+        rebuild_and_restart(team)
+        assert "--app-name" not in team.command("mlflow")
+        assert run_ids(team, experiment_id, team.credentials) == runs
+        # nginx's one account: alice's own password no longer opens the public URL.
+        assert request(team, "GET", "/", user=people["alice"])[0] == 401
+    finally:
+        env_file.write_text(original)
+    rebuild_and_restart(team)
+    assert "--app-name" in team.command("mlflow")
+    assert run_ids(team, experiment_id, people["alice"]) == runs
+    alice = json.loads(users(team, "permissions", "alice", "--json").stdout)
+    assert {(row["kind"], row["target"]): row["permission"] for row in alice["permissions"]}[
+        ("experiment", EXPERIMENT)] == "MANAGE"
