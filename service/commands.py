@@ -511,13 +511,15 @@ def backup(
     postgres = tools.postgres_tools(project, direct, db_host, db_port, pg_bindir, out)
     bucket = tools.artifact_bucket(project, s3_endpoint)
     created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    auth_postgres = tools.auth_postgres_tools(project, postgres)
     result = create_backup(postgres, bucket, output, str(project.settings.server.version), created,
-                  progress=_progress())
+                           progress=_progress(), auth_postgres=auth_postgres)
     for key in result.skipped:
         typer.echo(f"note: {key} was deleted while the backup ran; it is not in the archive")
     typer.echo(f"backup written to {output}: database {postgres.database} ({_megabytes(result.dump_bytes)}, "
                f"schema revision {result.schema_revision or 'none: empty database'}), "
-               f"{result.objects} objects ({_megabytes(result.object_bytes)}) from bucket {bucket.name}")
+               f"{result.objects} objects ({_megabytes(result.object_bytes)}) from bucket {bucket.name}"
+               f"{f', and the users of database {auth_postgres.database}' if auth_postgres else ''}")
 
 
 @app.command()
@@ -549,7 +551,15 @@ def restore(
         compose.compose_quietly(project.compose(out), "stop", *stopped)
     # Started again either way; mlflow waits for mlflow-init, which migrates an older schema first.
     try:
-        summary = restore_backup(input_file, plan, postgres, bucket, progress=_progress())
+        auth_postgres = tools.auth_postgres_tools(project, postgres)
+        if plan.manifest.get("auth") and auth_postgres is None:
+            typer.echo("note: the archive holds MLflow's users and permissions, which this project does not use "
+                       "(MLFLOW_AUTH_MODE is not mlflow): they are not restored")
+        elif auth_postgres is not None and not plan.manifest.get("auth"):
+            typer.echo(f"note: the archive holds no users (it was made without MLFLOW_AUTH_MODE=mlflow): "
+                       f"database {auth_postgres.database} keeps its own")
+            auth_postgres = None
+        summary = restore_backup(input_file, plan, postgres, bucket, progress=_progress(), auth_postgres=auth_postgres)
     except BaseException as failure:
         if stopped:
             tools.restart_services(project, out, stopped, after=failure)
@@ -645,15 +655,11 @@ def users_list(
 ) -> None:
     """Every user and whether it is an admin. Before MLflow 3.10 (no users/list) they are read from the auth
     database, in the postgres container (or --direct)."""
-    from generator.artifacts import auth as auth_artifact
-
     project, users = _users(project_dir, env, url, ca_file, insecure)
     found = users.list()
     if found is None:
-        postgres = tools.postgres_tools(project, direct, db_host, db_port, pg_bindir, out)
-        from dataclasses import replace
-
-        postgres = replace(postgres, database=auth_artifact.database_name(project.settings))
+        postgres = tools.auth_postgres_tools(project, tools.postgres_tools(project, direct, db_host, db_port,
+                                                                            pg_bindir, out))
         try:
             rows = postgres.query("SELECT username, is_admin FROM users ORDER BY username")
         except Exception as error:  # BackupError: one line naming the tool

@@ -432,3 +432,76 @@ def test_switching_to_nginx_mode_and_back_keeps_every_run_and_every_user(team, p
     alice = json.loads(users(team, "permissions", "alice", "--json").stdout)
     assert {(row["kind"], row["target"]): row["permission"] for row in alice["permissions"]}[
         ("experiment", EXPERIMENT)] == "MANAGE"
+
+
+# -- backup and restore, upgrade (last) ----------------------------------------------
+
+def backup_service(stack: Stack, action: str, *args: str) -> subprocess.CompletedProcess:
+    from tests.services import PG_BIN
+
+    extra = ["--mlflow-python", str(stack.venv / "bin/python")] if action == "restore" else []
+    return service(stack, action, *args, "--direct", "--db-host", "127.0.0.1", "--db-port", str(stack.pg.port),
+                   "--pg-bindir", str(PG_BIN), "--s3-endpoint", stack.s3.endpoint, *extra)
+
+
+def test_backup_and_restore_carry_the_users_and_their_permissions(team, people, alice_work, tmp_path):
+    import tarfile
+
+    archive = tmp_path / "team.tar"
+    made = backup_service(team, "backup", "--output", str(archive))
+    assert made.returncode == 0, made.stdout + made.stderr
+    assert "the users of database mlflow_auth" in made.stdout
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+        manifest = json.load(tar.extractfile("manifest.json"))
+    assert "auth-database.pgdump" in names and manifest["auth"]["database"] == "mlflow_auth"
+
+    # A user added after the backup is gone after the restore; alice and her permissions are back.
+    assert users(team, "add", "carol").returncode == 0
+    team.stop_mlflow()
+    restored = backup_service(team, "restore", "--input", str(archive), "--force")
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    init = team.run_init()
+    assert init.returncode == 0, init.stdout + init.stderr
+    team.start_mlflow()
+    listed = json.loads(users(team, "list", "--json", *direct_database(team)).stdout)
+    assert "carol" not in {user["username"] for user in listed} and "alice" in {user["username"] for user in listed}
+    alice = json.loads(users(team, "permissions", "alice", "--json").stdout)
+    assert {(row["kind"], row["target"]): row["permission"] for row in alice["permissions"]}[
+        ("experiment", EXPERIMENT)] == "MANAGE"
+    assert alice_work["tracking"]["run_id"] in run_ids(team, alice_work["tracking"]["experiment_id"],
+                                                       people["alice"])
+
+
+def test_upgrading_2_9_2_to_3_17_2_keeps_users_and_permissions(team, people, alice_work, mlflow_version):
+    from tests.e2e.conftest import NEWEST_3X
+
+    if mlflow_version == NEWEST_3X:
+        pytest.skip("the upgrade starts from 2.9.2")
+    assert users(team, "add", "dave", "--password-stdin", stdin="dave-password-0123\n").returncode == 0
+    assert users(team, "grant", "dave", "experiment", EXPERIMENT, "READ").returncode == 0
+    dave = ("dave", "dave-password-0123")
+    experiment_id, run_id = alice_work["tracking"]["experiment_id"], alice_work["tracking"]["run_id"]
+
+    with open(team.project / ".env", "a") as env_file:
+        env_file.write(f"MLFLOW_VERSION={NEWEST_3X}\n")
+    build_out(team.project, team.out)
+    team.values = read_project_env(team.project).values
+    team.stop_mlflow()
+    team.venv = image_venv(team.out / "mlflow" / "Dockerfile")
+    init = team.run_init()
+    assert init.returncode == 0, init.stdout + init.stderr
+    steps = outcomes(init)
+    assert steps["mlflow schema"] == "updated"
+    assert steps["auth database mlflow_auth tables"] == "updated"
+    team.start_mlflow()
+    assert team.version[:2] == (3, 17)
+
+    assert can_read_experiment(team, dave, experiment_id, run_id) == (200, 200)
+    assert log_metric(team, dave, run_id) == 403
+    listed = json.loads(users(team, "permissions", "dave", "--json").stdout)
+    assert [(row["kind"], row["target"], row["permission"]) for row in listed["permissions"]] == [
+        ("experiment", EXPERIMENT, "READ")]
+    alice = json.loads(users(team, "permissions", "alice", "--json").stdout)
+    assert ("model", MODEL, "MANAGE") in {(row["kind"], row["target"], row["permission"]) for row in alice["permissions"]}
+    assert run_id in run_ids(team, experiment_id, people["alice"])
