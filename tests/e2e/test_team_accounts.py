@@ -34,12 +34,24 @@ def team(mlflow_version, tmp_path_factory):
     postgres, s3 = fresh_servers()
     running = Stack(out, read_project_env(project).values, postgres, s3, image_venv(out / "mlflow" / "Dockerfile"))
     running.project = project
+    generated_argv = running.server_argv
+
+    def server_argv(metrics_dir):
+        # A browser's Origin carries the port; a user's is 443 and matches the generated
+        # --cors-allowed-origins as it is, the harness's nginx port does not: it is added (3.5+).
+        argv = generated_argv(metrics_dir)
+        if "--cors-allowed-origins" in argv and running.nginx is not None:
+            position = argv.index("--cors-allowed-origins") + 1
+            argv[position] += f",{running.public_url}"
+        return argv
+
+    running.server_argv = server_argv
     try:
         init = running.run_init()
         assert init.returncode == 0, init.stdout + init.stderr
         running.first_init = init
-        running.start_mlflow()
         running.start_nginx()
+        running.start_mlflow()
         yield running
     finally:
         running.stop()
@@ -295,6 +307,111 @@ def test_a_removed_user_is_refused(team, people):
     assert statuses <= {401, 404}, statuses
     missing = users(team, "permissions", "bob")
     assert missing.returncode == 1 and "no such user" in missing.stderr
+
+
+class Browser:
+    """Debian's chromium, headless, driven over the DevTools protocol.
+
+    It answers HTTP auth challenges with `credentials` (Fetch.authRequired), as a user typing them into the
+    browser's prompt: credentials in the URL would not do, since 3.x's UI uses fetch(), which refuses URLs
+    that carry them.
+    """
+
+    def __init__(self, stack: Stack, credentials: tuple[str, str] | None) -> None:
+        import itertools
+        import time
+        import urllib.request
+
+        import websocket
+
+        from tests.services import free_port
+
+        binary = shutil.which("chromium")
+        require_tool(binary, "chromium (Debian package chromium)")
+        self.credentials = credentials
+        self.ids = itertools.count(1)
+        port = free_port()
+        profile = stack.root / f"chromium-{port}"
+        self.process = subprocess.Popen(
+            [binary, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", f"--user-data-dir={profile}",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-proxy-server",
+             # The harness's own CA, and the public host on loopback, as for every other client.
+             "--ignore-certificate-errors", f"--host-resolver-rules=MAP {stack.public_host} 127.0.0.1",
+             f"--remote-debugging-port={port}", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=2) as response:
+                    pages = [page for page in json.load(response) if page.get("type") == "page"]
+                if pages:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline and self.process.poll() is None, "chromium did not start"
+            time.sleep(0.2)
+        self.socket = websocket.create_connection(pages[0]["webSocketDebuggerUrl"], timeout=30, suppress_origin=True)
+        self.send("Fetch.enable", handleAuthRequests=True)
+
+    def send(self, method: str, **params) -> int:
+        number = next(self.ids)
+        self.socket.send(json.dumps({"id": number, "method": method, "params": params}))
+        return number
+
+    def _handle(self, message: dict) -> None:
+        params = message.get("params", {})
+        if message.get("method") == "Fetch.requestPaused":
+            self.send("Fetch.continueRequest", requestId=params["requestId"])
+        elif message.get("method") == "Fetch.authRequired":
+            answer = ({"response": "ProvideCredentials", "username": self.credentials[0],
+                       "password": self.credentials[1]} if self.credentials else {"response": "CancelAuth"})
+            self.send("Fetch.continueWithAuth", requestId=params["requestId"], authChallengeResponse=answer)
+
+    def call(self, method: str, **params) -> dict:
+        number = self.send(method, **params)
+        while True:
+            message = json.loads(self.socket.recv())
+            if message.get("id") == number:
+                return message.get("result", {})
+            self._handle(message)
+
+    def dom_when(self, url: str, wanted: str, seconds: float = 30) -> str:
+        """Open `url`; the page's HTML once it contains `wanted`, or after `seconds`."""
+        import time
+
+        self.call("Page.navigate", url=url)
+        deadline = time.monotonic() + seconds
+        html = ""
+        while time.monotonic() < deadline:
+            result = self.call("Runtime.evaluate", expression="document.documentElement.outerHTML")
+            html = result.get("result", {}).get("value", "")
+            if wanted in html:
+                break
+            time.sleep(0.5)
+        return html
+
+    def close(self) -> None:
+        self.socket.close()
+        self.process.terminate()
+        self.process.wait(15)
+
+
+def test_the_ui_loads_for_alice_in_a_real_browser(team, people, alice_work):
+    url = f"{team.public_url}/"
+    browser = Browser(team, people["alice"])
+    try:
+        # The UI's own requests (answered with alice's credentials) list her experiment.
+        signed_in = browser.dom_when(url, EXPERIMENT)
+    finally:
+        browser.close()
+    assert EXPERIMENT in signed_in, signed_in[-3000:]
+    # Without credentials MLflow's 401 stands: no UI, no experiment.
+    browser = Browser(team, None)
+    try:
+        anonymous = browser.dom_when(url, EXPERIMENT, seconds=5)
+    finally:
+        browser.close()
+    assert EXPERIMENT not in anonymous and "You are not authenticated" in anonymous, anonymous[-2000:]
 
 
 # -- the stack's other consumers -------------------------------------------------
