@@ -526,7 +526,13 @@ def test_rotating_the_admin_password_in_the_env_files(team, alice_work):
     assert set(outcomes(again).values()) == {"unchanged"}, again.stdout
 
 
-def test_switching_to_nginx_mode_and_back_keeps_every_run_and_every_user(team, people, alice_work):
+def test_switching_to_nginx_mode_and_back_keeps_every_run_and_every_user(team, people, alice_work, mlflow_version):
+    from tests.e2e.conftest import NEWEST_3X
+
+    if mlflow_version == NEWEST_3X:
+        # What changes is the build's (the argv, the vhost), the same on both versions; the two restarts
+        # of a 3.x server cost about 90 s of the suite.
+        pytest.skip("switching modes is tested on 2.9.2")
     experiment_id = alice_work["tracking"]["experiment_id"]
     runs = run_ids(team, experiment_id, team.credentials)
     assert alice_work["tracking"]["run_id"] in runs
