@@ -287,6 +287,9 @@ CASES = [
     ),
     Case("auth-mode-mlflow-on-3-3", env="MLFLOW_VERSION=3.3.2\nMLFLOW_AUTH_ENABLED=true\nMLFLOW_AUTH_MODE=mlflow\n",
          names=("MLFLOW_AUTH_MODE (in .env line 6)",), also=("3.4.0",)),
+    Case("auth-mode-mlflow-db-name-too-long",
+         env="MLFLOW_AUTH_ENABLED=true\nMLFLOW_AUTH_MODE=mlflow\nMLFLOW_DB_NAME=" + "m" * 60 + "\n",
+         names=("MLFLOW_DB_NAME (in .env line 6)",), also=("at most 58 characters",)),
     Case("graphql-role-admin", env="MLFLOW_GRAPHQL_ROLE=admin\n", names=("MLFLOW_GRAPHQL_ROLE",)),
     Case("graphql-role-spaces", env="MLFLOW_GRAPHQL_ROLE=data team\n", names=("MLFLOW_GRAPHQL_ROLE",)),
     # lines that do not parse: no variable to name, so the file and line

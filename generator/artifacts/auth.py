@@ -25,7 +25,9 @@ CACHE_MAX_SIZE = 10000
 def database_name_of(mlflow_database: str) -> str:
     """Its own database: up to 3.5 the auth migrations use alembic's default version table, and
     would break a database shared with the tracking store."""
-    return f"{mlflow_database}_auth"
+    from generator.settings.loading import AUTH_DATABASE_SUFFIX
+
+    return f"{mlflow_database}{AUTH_DATABASE_SUFFIX}"
 
 
 def database_name(settings: Settings) -> str:

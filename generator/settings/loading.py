@@ -287,6 +287,7 @@ def _cross_checks(
 # MLflow 2.22+ refuses shorter passwords; one rule on every version keeps an
 # upgrade from locking the admin out.
 MLFLOW_MODE_PASSWORD_MINIMUM = 12
+AUTH_DATABASE_SUFFIX = "_auth"  # generator/artifacts/auth.py names the users' database so
 
 
 def _auth_mode_checks(values: dict[str, str], problems: dict[str, str], project_env: ProjectEnv) -> dict[str, str]:
@@ -322,6 +323,13 @@ def _auth_mode_checks(values: dict[str, str], problems: dict[str, str], project_
             f"MLFLOW_AUTH_PASSWORD{where('MLFLOW_AUTH_PASSWORD')}: is too short for MLFLOW_AUTH_MODE=mlflow "
             f"(MLflow 2.22 and later refuse passwords under {MLFLOW_MODE_PASSWORD_MINIMUM} characters); accepted: at "
             f"least {MLFLOW_MODE_PASSWORD_MINIMUM} characters, or empty to have the build generate one"
+        )
+    database = values["MLFLOW_DB_NAME"].strip()
+    if "MLFLOW_DB_NAME" not in problems and len(database) + len(AUTH_DATABASE_SUFFIX) > 63:
+        found["MLFLOW_DB_NAME"] = (
+            f"MLFLOW_DB_NAME{where('MLFLOW_DB_NAME')}: is too long for MLFLOW_AUTH_MODE=mlflow, whose users live in "
+            f"the database <MLFLOW_DB_NAME>{AUTH_DATABASE_SUFFIX}; accepted: at most {63 - len(AUTH_DATABASE_SUFFIX)} "
+            "characters"
         )
     version = parse_version(values["MLFLOW_VERSION"].strip()) if "MLFLOW_VERSION" not in problems else None
     problem = auth_app_problem(version) if version is not None else None
