@@ -3,7 +3,7 @@
 Each figure is a ratio against a baseline measured in the same run, or a
 median of several runs; targets come from the project's performance goals.
 Sections: generator build, init, nginx in front of a live MLflow, backup and
-restore, model serving. With --write, the results and the machine go to a Markdown file.
+restore, model serving, team accounts. With --write, the results and the machine go to a Markdown file.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench import backup_restore, build, init_convergence, proxy, serving
+from bench import auth_mode, backup_restore, build, init_convergence, proxy, serving
 from bench.common import Row, machine, print_rows, table
 
 # (name for --only, title, run)
@@ -25,6 +25,7 @@ SECTIONS = [
     ("proxy", "nginx in front of a live MLflow 2.9.2", proxy.run),
     ("backup", "backup and restore (service commands, --direct)", backup_restore.run),
     ("serving", "model serving: nginx in front of a scoring server, MLflow 2.9.2", serving.run),
+    ("auth", "team accounts: MLFLOW_AUTH_MODE=mlflow against nginx mode and no auth", auth_mode.run),
 ]
 
 

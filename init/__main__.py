@@ -64,6 +64,19 @@ def _schema_and_views(config, deadline: float, where: str) -> int | None:
     return None
 
 
+def _auth(config, where: str) -> int | None:
+    """MLflow's users: the auth database's tables, then the admin (created, or its password rotated)."""
+    from init import auth
+
+    try:
+        for result in auth.apply(config):
+            log_step(result)
+    except Exception as error:  # the store raises SQLAlchemy, alembic and MLflow errors alike
+        log(f"{where}: auth database {config.auth_db_name}: {type(error).__name__}: {_first_line(error)}")
+        return 1
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args in (["--help"], ["-h"]):
@@ -113,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
         failed = _schema_and_views(config, deadline, where)
         if failed is not None:
             return failed
+        if config.auth_enabled:
+            failed = _auth(config, where)
+            if failed is not None:
+                return failed
 
     where = f"S3 at {config.s3_endpoint}"
     try:

@@ -39,10 +39,18 @@ class InitConfig:
     graphql_user: str | None = None
     graphql_password: str | None = None
     artifact_root: str | None = None
+    # MLflow's users (MLFLOW_AUTH_MODE=mlflow): on when MLFLOW_AUTH_DB_NAME is set.
+    auth_db_name: str | None = None
+    auth_admin_user: str | None = None
+    auth_admin_password: str | None = None
 
     @property
     def graphql_enabled(self) -> bool:
         return self.graphql_sql_file is not None
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.auth_db_name is not None
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] = os.environ) -> "InitConfig":
@@ -61,6 +69,12 @@ class InitConfig:
             missing = [name for name in _REQUIRED_FOR_GRAPHQL if not environ.get(name)]
             if missing:
                 raise ConfigError(f"not set: {', '.join(missing)} (MLFLOW_INIT_GRAPHQL_SQL is set; mlflow-init gets "
+                                  "them from docker-compose.mlflow.yml)")
+        auth = bool(environ.get("MLFLOW_AUTH_DB_NAME"))
+        if auth:
+            missing = [name for name in _REQUIRED_FOR_AUTH if not environ.get(name)]
+            if missing:
+                raise ConfigError(f"not set: {', '.join(missing)} (MLFLOW_AUTH_DB_NAME is set; mlflow-init gets "
                                   "them from docker-compose.mlflow.yml)")
         return cls(
             pg_host=environ["PGHOST"],
@@ -83,6 +97,9 @@ class InitConfig:
             graphql_user=environ["MLFLOW_GRAPHQL_DB_USER"] if graphql else None,
             graphql_password=environ["MLFLOW_GRAPHQL_DB_PASSWORD"] if graphql else None,
             artifact_root=environ["MLFLOW_INIT_ARTIFACT_ROOT"] if graphql else None,
+            auth_db_name=environ["MLFLOW_AUTH_DB_NAME"] if auth else None,
+            auth_admin_user=environ["MLFLOW_AUTH_ADMIN_USERNAME"] if auth else None,
+            auth_admin_password=environ["MLFLOW_AUTH_ADMIN_PASSWORD"] if auth else None,
         )
 
 
@@ -101,3 +118,5 @@ _REQUIRED = (
 )
 
 _REQUIRED_FOR_GRAPHQL = ("MLFLOW_GRAPHQL_DB_USER", "MLFLOW_GRAPHQL_DB_PASSWORD", "MLFLOW_INIT_ARTIFACT_ROOT")
+
+_REQUIRED_FOR_AUTH = ("MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD")

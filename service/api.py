@@ -41,6 +41,7 @@ class MlflowApi:
     timeout: float = 30
     page_size: int = PAGE_SIZE
     credentials_hint: str = "set MLFLOW_AUTH_USERNAME and MLFLOW_AUTH_PASSWORD in the project's env files"
+    forbidden_hint: str = "is this address in MLFLOW_ALLOWED_IPS?"
 
     def __post_init__(self) -> None:
         self.base_url = self.base_url.rstrip("/")
@@ -92,7 +93,7 @@ class MlflowApi:
         if error.code == 401:
             return ServiceError(f"{self._origin(url)} answered 401 Unauthorized: {self.credentials_hint}")
         if error.code == 403:
-            return ServiceError(f"{self._origin(url)} answered 403 Forbidden: is this address in MLFLOW_ALLOWED_IPS?")
+            return ServiceError(f"{self._origin(url)} answered 403 Forbidden: {self.forbidden_hint}")
         if error.code in (502, 503, 504):
             return ServiceError(f"{self._origin(url)} answered {error.code}: MLflow is not up behind nginx; "
                                 "check `nself service mlflow logs`")

@@ -191,7 +191,8 @@ def info(
         ["Database password", data["database"]["password"] or "not generated yet (run nself build)"],
         ["Artifacts", f"bucket {settings.storage.bucket} ({settings.artifacts_destination}), "
                       f"{'proxied by MLflow' if settings.storage.serve_artifacts else 'clients use S3 directly'}"],
-        ["Auth", f"basic auth, user {settings.auth.username}" if settings.auth.enabled else "off"],
+        ["Auth", (f"MLflow's users, admin {settings.auth.username}" if settings.auth.mlflow_mode
+                  else f"basic auth, user {settings.auth.username}" if settings.auth.enabled else "off")],
     ]
     if settings.auth.enabled:
         rows.append(["Auth password", data["auth"]["password"] or "not generated yet (run nself build)"])
@@ -510,13 +511,15 @@ def backup(
     postgres = tools.postgres_tools(project, direct, db_host, db_port, pg_bindir, out)
     bucket = tools.artifact_bucket(project, s3_endpoint)
     created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    auth_postgres = tools.auth_postgres_tools(project, postgres)
     result = create_backup(postgres, bucket, output, str(project.settings.server.version), created,
-                  progress=_progress())
+                           progress=_progress(), auth_postgres=auth_postgres)
     for key in result.skipped:
         typer.echo(f"note: {key} was deleted while the backup ran; it is not in the archive")
     typer.echo(f"backup written to {output}: database {postgres.database} ({_megabytes(result.dump_bytes)}, "
                f"schema revision {result.schema_revision or 'none: empty database'}), "
-               f"{result.objects} objects ({_megabytes(result.object_bytes)}) from bucket {bucket.name}")
+               f"{result.objects} objects ({_megabytes(result.object_bytes)}) from bucket {bucket.name}"
+               f"{f', and the users of database {auth_postgres.database}' if auth_postgres else ''}")
 
 
 @app.command()
@@ -548,7 +551,15 @@ def restore(
         compose.compose_quietly(project.compose(out), "stop", *stopped)
     # Started again either way; mlflow waits for mlflow-init, which migrates an older schema first.
     try:
-        summary = restore_backup(input_file, plan, postgres, bucket, progress=_progress())
+        auth_postgres = tools.auth_postgres_tools(project, postgres)
+        if plan.manifest.get("auth") and auth_postgres is None:
+            typer.echo("note: the archive holds MLflow's users and permissions, which this project does not use "
+                       "(MLFLOW_AUTH_MODE is not mlflow): they are not restored")
+        elif auth_postgres is not None and not plan.manifest.get("auth"):
+            typer.echo(f"note: the archive holds no users (it was made without MLFLOW_AUTH_MODE=mlflow): "
+                       f"database {auth_postgres.database} keeps its own")
+            auth_postgres = None
+        summary = restore_backup(input_file, plan, postgres, bucket, progress=_progress(), auth_postgres=auth_postgres)
     except BaseException as failure:
         if stopped:
             tools.restart_services(project, out, stopped, after=failure)
@@ -585,6 +596,234 @@ def db_dump(
     typer.echo(f"database {postgres.database} dumped to {output} ({_megabytes(size)})")
 
 
+
+
+# -- users (MLFLOW_AUTH_MODE=mlflow) ----------------------------------------------
+
+users_app = typer.Typer(no_args_is_help=True, help="MLflow's users and their permissions (MLFLOW_AUTH_MODE=mlflow).")
+app.add_typer(users_app, name="users")
+
+PasswordStdinOption = Annotated[bool, typer.Option(
+    "--password-stdin", help="Read the password from the first line of stdin instead of generating one.")]
+
+
+def _users(project_dir: Path, env: str | None, url: str | None, ca_file: Path | None, insecure: bool):
+    from service.users import Users
+
+    project = load_project(project_dir, env)
+    auth = project.settings.auth
+    if not auth.mlflow_mode:
+        raise UserError("MLFLOW_AUTH_MODE: users and permissions are MLflow's only with MLFLOW_AUTH_ENABLED=true and "
+                        "MLFLOW_AUTH_MODE=mlflow; this project "
+                        f"{'checks one nginx account' if auth.enabled else 'has auth off'}")
+    return project, Users(project.api(url, ca_file, insecure), project.settings.server.version)
+
+
+_OTHER_ADMIN = "to make another user the stack's admin, set MLFLOW_AUTH_USERNAME, then run nself build and nself start"
+_ADMIN_PASSWORD = "to change it, set MLFLOW_AUTH_PASSWORD in .env.secrets, then run nself build and nself start"
+
+
+def _not_the_admin(project, username: str, advice: str) -> None:
+    """The cascade owns the admin: mlflow-init would undo a change made here."""
+    if username == project.settings.auth.username:
+        raise UserError(f"{username}: is the admin of MLFLOW_AUTH_USERNAME, which mlflow-init keeps as the env files "
+                        f"say; {advice}")
+
+
+def _new_password(password_stdin: bool) -> tuple[str, bool]:
+    """(password, generated)."""
+    from service.users import check_password, generate_password
+
+    if password_stdin:
+        return check_password(sys.stdin.readline().rstrip("\r\n")), False
+    return generate_password(), True
+
+
+@users_app.command("list")
+def users_list(
+    project_dir: ProjectDirOption = Path("."),
+    env: EnvOption = None,
+    url: UrlOption = None,
+    ca_file: CaFileOption = None,
+    insecure: InsecureOption = False,
+    as_json: JsonOption = False,
+    direct: DirectOption = False,
+    db_host: DbHostOption = "localhost",
+    db_port: DbPortOption = None,
+    pg_bindir: PgBindirOption = None,
+    out: OutDirOption = None,
+) -> None:
+    """Every user and whether it is an admin. Before MLflow 3.10 (no users/list) they are read from the auth
+    database, in the postgres container (or --direct)."""
+    project, users = _users(project_dir, env, url, ca_file, insecure)
+    found = users.list()
+    if found is None:
+        postgres = tools.auth_postgres_tools(project, tools.postgres_tools(project, direct, db_host, db_port,
+                                                                            pg_bindir, out))
+        try:
+            rows = postgres.query("SELECT username, is_admin FROM users ORDER BY username")
+        except Exception as error:  # BackupError: one line naming the tool
+            raise ServiceError(str(error)) from None
+        found = [{"username": line.split("|")[0], "is_admin": line.split("|")[1] == "t"}
+                 for line in rows.splitlines() if "|" in line]
+    found = [{"username": user["username"], "is_admin": bool(user["is_admin"])} for user in found]
+    if as_json:
+        print_json(found)
+        return
+    print_table(["USER", "ADMIN"], [[user["username"], "yes" if user["is_admin"] else "no"] for user in found])
+
+
+@users_app.command("add")
+def users_add(
+    name: Annotated[str, typer.Argument(help="The new user's name.")],
+    password_stdin: PasswordStdinOption = False,
+    project_dir: ProjectDirOption = Path("."),
+    env: EnvOption = None,
+    url: UrlOption = None,
+    ca_file: CaFileOption = None,
+    insecure: InsecureOption = False,
+) -> None:
+    """Add a user. Without --password-stdin a password is generated and printed once, on stdout."""
+    _project, users = _users(project_dir, env, url, ca_file, insecure)
+    password, generated = _new_password(password_stdin)
+    users.add(name, password)
+    typer.echo(f"user {name} added", err=True)
+    if generated:
+        typer.echo(password)
+
+
+@users_app.command("remove")
+def users_remove(
+    name: Annotated[str, typer.Argument(help="The user to remove.")],
+    project_dir: ProjectDirOption = Path("."),
+    env: EnvOption = None,
+    url: UrlOption = None,
+    ca_file: CaFileOption = None,
+    insecure: InsecureOption = False,
+) -> None:
+    """Remove a user and its permissions."""
+    project, users = _users(project_dir, env, url, ca_file, insecure)
+    _not_the_admin(project, name, _OTHER_ADMIN)
+    users.remove(name)
+    typer.echo(f"user {name} removed")
+
+
+@users_app.command("passwd")
+def users_passwd(
+    name: Annotated[str, typer.Argument(help="The user whose password changes.")],
+    password_stdin: PasswordStdinOption = False,
+    project_dir: ProjectDirOption = Path("."),
+    env: EnvOption = None,
+    url: UrlOption = None,
+    ca_file: CaFileOption = None,
+    insecure: InsecureOption = False,
+) -> None:
+    """Set a new password. Without --password-stdin one is generated and printed once, on stdout."""
+    project, users = _users(project_dir, env, url, ca_file, insecure)
+    _not_the_admin(project, name, _ADMIN_PASSWORD)
+    password, generated = _new_password(password_stdin)
+    users.set_password(name, password)
+    typer.echo(f"password of {name} changed", err=True)
+    if generated:
+        typer.echo(password)
+
+
+@users_app.command("admin")
+def users_admin(
+    name: Annotated[str, typer.Argument(help="The user.")],
+    state: Annotated[str, typer.Argument(help="on or off.")],
+    project_dir: ProjectDirOption = Path("."),
+    env: EnvOption = None,
+    url: UrlOption = None,
+    ca_file: CaFileOption = None,
+    insecure: InsecureOption = False,
+) -> None:
+    """Make a user an admin (every permission, and user management), or not."""
+    if state not in ("on", "off"):
+        raise UserError(f"STATE: {state!r}; accepted: on, off")
+    project, users = _users(project_dir, env, url, ca_file, insecure)
+    _not_the_admin(project, name, _OTHER_ADMIN)
+    users.set_admin(name, state == "on")
+    typer.echo(f"{name} is {'now' if state == 'on' else 'no longer'} an admin")
+
+
+@users_app.command("grant")
+def users_grant(
+    name: Annotated[str, typer.Argument(help="The user.")],
+    kind: Annotated[str, typer.Argument(help="experiment or model.")],
+    target: Annotated[str, typer.Argument(help="The experiment's or registered model's name.")],
+    permission: Annotated[str, typer.Argument(help="READ, EDIT, MANAGE or NO_PERMISSIONS.")],
+    project_dir: ProjectDirOption = Path("."),
+    env: EnvOption = None,
+    url: UrlOption = None,
+    ca_file: CaFileOption = None,
+    insecure: InsecureOption = False,
+) -> None:
+    """Give a user a permission on one experiment or registered model (replacing the one it had there)."""
+    from service.users import check_kind, check_permission
+
+    check_kind(kind)
+    check_permission(permission)
+    _project, users = _users(project_dir, env, url, ca_file, insecure)
+    resolved = users.target(kind, target)
+    outcome = users.grant(name, resolved, permission)
+    typer.echo(f"{name}: {permission} on {kind} {target!r} {outcome}")
+
+
+@users_app.command("revoke")
+def users_revoke(
+    name: Annotated[str, typer.Argument(help="The user.")],
+    kind: Annotated[str, typer.Argument(help="experiment or model.")],
+    target: Annotated[str, typer.Argument(help="The experiment's or registered model's name.")],
+    permission: Annotated[Optional[str], typer.Argument(
+        help="Optional: the permission you expect it to have there; refused if it has another.")] = None,
+    project_dir: ProjectDirOption = Path("."),
+    env: EnvOption = None,
+    url: UrlOption = None,
+    ca_file: CaFileOption = None,
+    insecure: InsecureOption = False,
+) -> None:
+    """Take back a user's own permission on one experiment or registered model: MLFLOW_AUTH_DEFAULT_PERMISSION
+    applies again."""
+    from service.users import check_kind, check_permission
+
+    check_kind(kind)
+    if permission is not None:
+        check_permission(permission)
+    _project, users = _users(project_dir, env, url, ca_file, insecure)
+    resolved = users.target(kind, target)
+    if permission is not None:
+        held = {(row["kind"], row["id"]): row["permission"] for row in users.permissions(name)}
+        current = held.get((kind, resolved.resource_id))
+        if current != permission:
+            raise UserError(f"{name} has {current or 'no permission of its own'} on {kind} {target!r}, not {permission}")
+    users.revoke(name, resolved)
+    typer.echo(f"{name}: permission on {kind} {target!r} revoked")
+
+
+@users_app.command("permissions")
+def users_permissions(
+    name: Annotated[str, typer.Argument(help="The user.")],
+    project_dir: ProjectDirOption = Path("."),
+    env: EnvOption = None,
+    url: UrlOption = None,
+    ca_file: CaFileOption = None,
+    insecure: InsecureOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """The permissions granted to a user, by experiment and registered model name; everything else gets
+    MLFLOW_AUTH_DEFAULT_PERMISSION (admins: everything)."""
+    project, users = _users(project_dir, env, url, ca_file, insecure)
+    user = users.get(name)
+    rows = users.permissions(name)
+    if as_json:
+        print_json({"username": name, "is_admin": bool(user.get("is_admin")),
+                    "default_permission": project.settings.auth.default_permission, "permissions": rows})
+        return
+    typer.echo(f"{name}: {'admin' if user.get('is_admin') else 'not an admin'}; "
+               f"default permission {project.settings.auth.default_permission}")
+    if rows:
+        print_table(["KIND", "NAME", "PERMISSION"], [[row["kind"], row["target"], row["permission"]] for row in rows])
 
 
 def _megabytes(size: int) -> str:

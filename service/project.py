@@ -30,8 +30,11 @@ class Project:
     def api(self, url: str | None = None, ca_file: Path | None = None, insecure: bool = False) -> MlflowApi:
         auth = self.settings.auth
         credentials = (auth.username, auth.password.get_secret_value()) if auth.enabled and auth.password else (None, None)
+        forbidden = ("MLflow refused MLFLOW_AUTH_USERNAME this (MLFLOW_AUTH_MODE=mlflow): is it still an admin? "
+                     "mlflow-init makes it one again at the next nself start; or is this address outside "
+                     "MLFLOW_ALLOWED_IPS?") if auth.mlflow_mode else "is this address in MLFLOW_ALLOWED_IPS?"
         return MlflowApi(url or self.direct_url, *credentials, ca_file=ca_file, insecure=insecure,
-                         credentials_hint=self.credentials_hint)
+                         credentials_hint=self.credentials_hint, forbidden_hint=forbidden)
 
     @property
     def credentials_hint(self) -> str:
@@ -39,6 +42,9 @@ class Project:
             return "MLFLOW_AUTH_ENABLED is false here; set it to true (with MLFLOW_AUTH_PASSWORD) to match the server"
         if self.settings.auth.password is None:
             return "MLFLOW_AUTH_PASSWORD is not set yet: run nself build, which generates it"
+        if self.settings.auth.mlflow_mode:
+            return ("check MLFLOW_AUTH_USERNAME and MLFLOW_AUTH_PASSWORD: MLflow's admin gets them when mlflow-init "
+                    "runs (nself build, then nself start)")
         return "check MLFLOW_AUTH_USERNAME and MLFLOW_AUTH_PASSWORD against the server's htpasswd (run nself build)"
 
     def compose(self, out_dir: Path | None = None) -> ComposeProject:

@@ -44,6 +44,17 @@ def postgres_tools(project: Project, direct: bool, db_host: str, db_port: int | 
                          where=f"PostgreSQL at {db_host}:{port}")
 
 
+def auth_postgres_tools(project: Project, postgres):
+    """The same tools on MLflow's users database, in MLFLOW_AUTH_MODE=mlflow; else None."""
+    from dataclasses import replace
+
+    from generator.artifacts import auth
+
+    if not project.settings.auth.mlflow_mode:
+        return None
+    return replace(postgres, database=auth.database_name(project.settings))
+
+
 def artifact_bucket(project: Project, s3_endpoint: str | None):
     from service.backup import s3_bucket
 

@@ -75,13 +75,13 @@ def docker(tmp_path: Path):
     script.chmod(0o755)
     log = tmp_path / "docker.log"
 
-    def run(project: Path, *args: str, **env: str) -> tuple[subprocess.CompletedProcess, list[list[str]]]:
+    def run(project: Path, *args: str, stdin: str = "", **env: str) -> tuple[subprocess.CompletedProcess, list[list[str]]]:
         log.write_text("")
         result = subprocess.run(
             [sys.executable, "-m", "generator", "service", *args, "--project-dir", str(project)],
             env={**os.environ, "PYTHONPATH": str(ROOT), "PATH": f"{bin_dir}:/usr/bin:/bin", "FAKE_DOCKER_LOG": str(log),
                  **env},
-            capture_output=True, text=True, timeout=60,
+            input=stdin, capture_output=True, text=True, timeout=60,
         )
         calls = [json.loads(line) for line in log.read_text().splitlines()]
         return result, calls
@@ -452,6 +452,32 @@ def test_each_refusal_matches_its_golden_file(prod_project, docker, tmp_path, ca
     assert golden == snapshot(extension_class=error_extension("service", case))
 
 
+# `service users` refusals: in a project without MLflow's users, and before any request in one with them.
+USERS_REFUSALS = {
+    # id: (project, arguments, stdin)
+    "users-nginx-mode": ("prod", ["users", "list"], ""),
+    "users-grant-bad-kind": ("team-accounts", ["users", "grant", "bob", "run", "x", "READ"], ""),
+    "users-grant-bad-permission": ("team-accounts", ["users", "grant", "bob", "experiment", "x", "WRITE"], ""),
+    "users-admin-bad-state": ("team-accounts", ["users", "admin", "bob", "maybe"], ""),
+    "users-passwd-the-admin": ("team-accounts", ["users", "passwd", "ml-team"], ""),
+    "users-remove-the-admin": ("team-accounts", ["users", "remove", "ml-team"], ""),
+    "users-add-short-password": ("team-accounts", ["users", "add", "carol", "--password-stdin"], "Secret-11ch\n"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(USERS_REFUSALS))
+def test_each_users_refusal_matches_its_golden_file(docker, tmp_path, case, snapshot):
+    example, arguments, stdin = USERS_REFUSALS[case]
+    project = tmp_path / "project"
+    shutil.copytree(EXAMPLES / example, project)
+    assert run_generator("build", "--project-dir", project).returncode == 0
+    result, calls = docker(project, *arguments, stdin=stdin, COLUMNS="80")
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and "Secret-11ch" not in result.stderr + result.stdout
+    assert calls == []
+    assert error_golden(result.stderr, tmp_path, project) == snapshot(extension_class=error_extension("service", case))
+
+
 def test_every_service_error_golden_file_belongs_to_a_case():
     present = {path.stem for path in (SNAPSHOTS_DIR / "errors" / "service").glob("*.txt")}
-    assert present == set(REFUSALS)
+    assert present == set(REFUSALS) | set(USERS_REFUSALS)

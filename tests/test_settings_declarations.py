@@ -33,4 +33,4 @@ def test_every_declaration_is_complete_and_unique():
 
 def test_secrets_are_the_secret_typed_fields():
     assert SECRET_VARIABLES == {"MLFLOW_DB_PASSWORD", "MLFLOW_AUTH_PASSWORD", "POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD",
-                                "S3_SECRET_KEY", "MLFLOW_GRAPHQL_DB_PASSWORD"}
+                                "S3_SECRET_KEY", "MLFLOW_GRAPHQL_DB_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"}

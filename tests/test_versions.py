@@ -8,6 +8,14 @@ from generator.artifacts import compose, image
 from generator.envfiles import read_project_env
 from generator.settings import load_settings
 from generator.versions import (
+    auth_admin_from_environment,
+    auth_app_problem,
+    auth_has_credential_cache,
+    auth_lists_users,
+    auth_needs_flask_secret,
+    auth_needs_flask_wtf,
+    auth_permissions_api_v3,
+    auth_refuses_short_passwords,
     checks_host_header,
     scoring_server_uses_uvicorn,
     scoring_workers_variable,
@@ -29,6 +37,13 @@ def v(text):
         (uses_uvicorn, "3.2.9", "3.3.0"),
         (checks_host_header, "3.4.9", "3.5.0"),
         (scoring_server_uses_uvicorn, "2.20.9", "2.21.0"),
+        (auth_needs_flask_secret, "2.20.9", "2.21.0"),
+        (auth_needs_flask_wtf, "2.20.9", "2.21.0"),
+        (auth_refuses_short_passwords, "2.21.9", "2.22.0"),
+        (auth_lists_users, "3.9.9", "3.10.0"),
+        (auth_has_credential_cache, "3.11.9", "3.12.0"),
+        (auth_permissions_api_v3, "3.12.9", "3.13.0"),
+        (auth_admin_from_environment, "3.16.0", "3.16.1"),
     ],
 )
 def test_rules_switch_exactly_at_their_release(rule, before, since):
@@ -112,3 +127,43 @@ def test_gc_and_healthcheck_are_the_same_in_every_version(tmp_path, version):
 def test_the_scoring_workers_variable_follows_the_scoring_server():
     assert scoring_workers_variable(v("2.20.9")) == "MLFLOW_WORKERS"
     assert scoring_workers_variable(v("2.21.0")) == "MLFLOW_MODELS_WORKERS"
+
+
+@pytest.mark.parametrize(("text", "broken"), [("3.2.9", False), ("3.3.0", True), ("3.3.9", True), ("3.4.0", False)])
+def test_the_auth_app_is_refused_on_3_3_only(text, broken):
+    assert (auth_app_problem(v(text)) is not None) == broken
+
+
+def mlflow_mode(tmp_path, version):
+    return settings_for(tmp_path, version, MLFLOW_AUTH_ENABLED="true", MLFLOW_AUTH_MODE="mlflow",
+                        MLFLOW_AUTH_PASSWORD="admin-password-1", MLFLOW_AUTH_HASH_SALT="a" * 21 + ".",
+                        MLFLOW_FLASK_SERVER_SECRET_KEY="flask-secret-1")
+
+
+@pytest.mark.parametrize(("before", "since"), [("2.20.9", "2.21.0")])
+def test_the_auth_app_gets_flask_wtf_and_its_secret_key_from_2_21(tmp_path, before, since):
+    old, new = mlflow_mode(tmp_path / "old", before), mlflow_mode(tmp_path / "new", since)
+    assert image.AUTH_FORMS not in image.requirements(old.server.version, True)
+    assert image.AUTH_FORMS in image.requirements(new.server.version, True)
+    assert image.AUTH_FORMS not in image.requirements(new.server.version, False)
+    assert "MLFLOW_FLASK_SERVER_SECRET_KEY" not in compose.mlflow_service(old, "tag")["environment"]
+    assert "MLFLOW_FLASK_SERVER_SECRET_KEY" in compose.mlflow_service(new, "tag")["environment"]
+
+
+def test_the_admin_reaches_the_server_by_environment_from_3_16_1(tmp_path):
+    from generator.artifacts import auth
+
+    old, new = mlflow_mode(tmp_path / "old", "3.16.0"), mlflow_mode(tmp_path / "new", "3.16.1")
+    assert "MLFLOW_AUTH_ADMIN_PASSWORD" not in compose.mlflow_service(old, "tag")["environment"]
+    assert compose.mlflow_service(new, "tag")["environment"]["MLFLOW_AUTH_ADMIN_PASSWORD"] == compose.MLFLOW_AUTH_PASSWORD
+    assert "admin_password =" in auth.build(old)[auth.PATH].decode()
+    assert "admin_password" not in auth.build(new)[auth.PATH].decode()
+
+
+def test_the_credential_cache_is_mlflows_from_3_12_and_ours_before(tmp_path):
+    from generator.artifacts import auth
+
+    old, new = auth.build(mlflow_mode(tmp_path / "old", "3.11.9"))[auth.PATH].decode(), \
+        auth.build(mlflow_mode(tmp_path / "new", "3.12.0"))[auth.PATH].decode()
+    assert f"authorization_function = {auth.CACHED_AUTHORIZATION_FUNCTION}" in old and "auth_cache" not in old
+    assert f"auth_cache_ttl_seconds = {auth.CACHE_TTL_SECONDS}" in new and "authorization_function" not in new

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from generator.artifacts import bucket, compose, grafana, graphql, image, kubernetes, nginx, prometheus, serving, sql
+from generator.artifacts import auth, bucket, compose, grafana, graphql, image, kubernetes, nginx, prometheus, serving, sql
 from generator.settings import Settings
 
 
@@ -17,6 +17,7 @@ def build(settings: Settings) -> dict[str, bytes]:
         **serving_files,
         **compose.build(settings, image_files, serving_files),
         **sql.build(settings),
+        **auth.build(settings),
         **bucket.build(settings),
         **nginx.build(settings),
         **prometheus.build(settings),

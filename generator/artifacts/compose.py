@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from generator.artifacts import bucket, graphql, image, serving, sql
+from generator.artifacts import auth, bucket, graphql, image, serving, sql
 from generator.render import to_yaml
 from generator.settings import Settings
-from generator.versions import checks_host_header, uses_uvicorn
+from generator.versions import auth_admin_from_environment, auth_needs_flask_secret, checks_host_header, uses_uvicorn
 
 PATH = "docker-compose.mlflow.yml"
 SOURCE = "generator/artifacts/compose.py"
@@ -52,6 +52,8 @@ class EnvTemplate:
 
 
 MLFLOW_DB_PASSWORD = EnvRef("MLFLOW_DB_PASSWORD", "run nself build to generate it")
+MLFLOW_AUTH_PASSWORD = EnvRef("MLFLOW_AUTH_PASSWORD", "run nself build to generate it")
+MLFLOW_FLASK_SERVER_SECRET_KEY = EnvRef("MLFLOW_FLASK_SERVER_SECRET_KEY", "run nself build to generate it")
 MLFLOW_GRAPHQL_DB_PASSWORD = EnvRef("MLFLOW_GRAPHQL_DB_PASSWORD", "run nself build to generate it")
 POSTGRES_PASSWORD = EnvRef("POSTGRES_PASSWORD", "set it in .env.secrets")
 MINIO_ROOT_PASSWORD = EnvRef("MINIO_ROOT_PASSWORD", "set it in .env.secrets")
@@ -107,6 +109,8 @@ def server_command(settings: Settings, extra_hosts: tuple[str, ...] = ()) -> lis
         command += ["--allowed-hosts", ",".join([*allowed_hosts(settings), *extra_hosts])]
         command += ["--cors-allowed-origins", f"https://{settings.public_host}"]
     command += ["--expose-prometheus", METRICS_DIR]
+    if settings.auth.mlflow_mode:
+        command += ["--app-name", "basic-auth"]
     return command
 
 
@@ -152,6 +156,27 @@ def _telemetry_environment(settings: Settings) -> dict[str, Any]:
     return {} if settings.server.telemetry_enabled else dict(TELEMETRY_OFF)
 
 
+def _server_auth_environment(settings: Settings) -> dict[str, Any]:
+    """mlflow mode: the auth app's ini, its signing key and, where the release reads them, the admin's."""
+    if not settings.auth.mlflow_mode:
+        return {}
+    version = settings.server.version
+    environment: dict[str, Any] = {"MLFLOW_AUTH_CONFIG_PATH": auth.IN_CONTAINER}
+    if auth_needs_flask_secret(version):
+        environment["MLFLOW_FLASK_SERVER_SECRET_KEY"] = MLFLOW_FLASK_SERVER_SECRET_KEY
+    if auth_admin_from_environment(version):
+        environment["MLFLOW_AUTH_ADMIN_USERNAME"] = settings.auth.username
+        environment["MLFLOW_AUTH_ADMIN_PASSWORD"] = MLFLOW_AUTH_PASSWORD
+    return environment
+
+
+def client_credentials(settings: Settings) -> dict[str, Any]:
+    """mlflow mode: what a service of the stack sends to the tracking server (the admin's login)."""
+    if not settings.auth.mlflow_mode:
+        return {}
+    return {"MLFLOW_TRACKING_USERNAME": settings.auth.username, "MLFLOW_TRACKING_PASSWORD": MLFLOW_AUTH_PASSWORD}
+
+
 def _storage_dependency(settings: Settings) -> dict[str, Any]:
     """MinIO, when it runs in this stack; an external S3 is no service of the stack."""
     if settings.external_s3:
@@ -175,6 +200,7 @@ def server_environment(settings: Settings) -> dict[str, Any]:
         "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": str(POOL_SIZE),
         "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": str(POOL_MAX_OVERFLOW),
         **_s3_environment(settings),
+        **_server_auth_environment(settings),
         **_telemetry_environment(settings),
     }
 
@@ -189,6 +215,7 @@ def mlflow_service(settings: Settings, tag: str) -> dict[str, Any]:
         "command": server_command(settings),
         "environment": server_environment(settings),
         "ports": [f"127.0.0.1:{settings.server.port}:{CONTAINER_PORT}"],
+        **({"volumes": [f"./{auth.PATH}:{auth.IN_CONTAINER}:ro"]} if settings.auth.mlflow_mode else {}),
         # The seed's production sizing; the memory alert measures against it.
         "mem_limit": settings.server.memory_limit,
         "tmpfs": [METRICS_DIR],
@@ -237,6 +264,7 @@ def init_environment(settings: Settings) -> dict[str, Any]:
         "MLFLOW_INIT_SQL": f"{INIT_FILES_DIR}/mlflow.sql",
         **policy_environment,
         **_init_graphql_environment(settings),
+        **_init_auth_environment(settings),
         **_telemetry_environment(settings),
     }
 
@@ -277,6 +305,17 @@ def _init_graphql_environment(settings: Settings) -> dict[str, Any]:
     }
 
 
+def _init_auth_environment(settings: Settings) -> dict[str, Any]:
+    """mlflow mode: init creates the admin in the auth database, or brings its password up to date."""
+    if not settings.auth.mlflow_mode:
+        return {}
+    return {
+        "MLFLOW_AUTH_DB_NAME": auth.database_name(settings),
+        "MLFLOW_AUTH_ADMIN_USERNAME": settings.auth.username,
+        "MLFLOW_AUTH_ADMIN_PASSWORD": MLFLOW_AUTH_PASSWORD,
+    }
+
+
 def hasura_service(settings: Settings) -> dict[str, Any]:
     """Merged by Compose into nself's own hasura service: the connection URL of the `mlflow` source."""
     before, after = graphql.database_url(settings)
@@ -297,9 +336,10 @@ def gc_environment(settings: Settings) -> dict[str, Any]:
     environment: dict[str, Any] = {
         # Proxied artifacts (mlflow-artifacts:/) are deleted only through the
         # server; without this gc fails on the 'file' scheme and deletes
-        # nothing. Inside the network the server needs no credentials: basic
-        # auth is nginx's.
+        # nothing. In nginx mode the server needs no credentials inside the
+        # network; in mlflow mode gc logs in as the admin.
         "MLFLOW_TRACKING_URI": TRACKING_URI,
+        **client_credentials(settings),
         "PGPASSWORD": MLFLOW_DB_PASSWORD,
         **_telemetry_environment(settings),
     }
@@ -377,7 +417,7 @@ def build(settings: Settings, image_files: dict[str, bytes], serving_files: dict
     if settings.gc.enabled:
         services["mlflow-gc"] = gc_service(settings, tag)
     services.update(serving.services(settings, network_name(settings), TRACKING_URI, serving_files,
-                                     _telemetry_environment(settings)))
+                                     {**client_credentials(settings), **_telemetry_environment(settings)}))
     if settings.monitoring.enabled:
         services["mlflow-blackbox"] = blackbox_service(settings)
     if settings.graphql.enabled:

@@ -8,7 +8,7 @@ from typing import Any
 
 from generator.render import header, render_template
 from generator.settings import Settings
-from generator.versions import MlflowVersion, needs_sqlalchemy_pin
+from generator.versions import MlflowVersion, auth_needs_flask_wtf, needs_sqlalchemy_pin
 
 # The init package rides along in the image: it is read from the installed
 # package (importlib.resources), as a wheel install has no source tree.
@@ -25,16 +25,20 @@ EXPORTER = "prometheus-flask-exporter==0.23.2"
 INIT_DRIVER = "psycopg[binary]==3.3.9"
 SQLALCHEMY_FOR_2X = "sqlalchemy<2.1"
 GC_SCHEDULER = "cronsim==2.8"
+# What `mlflow[auth]` adds (Flask-WTF<2), for the auth app's signup form.
+AUTH_FORMS = "Flask-WTF==1.3.0"
 
 
 def base_image(version: MlflowVersion) -> str:
     return f"ghcr.io/mlflow/mlflow:v{version}"
 
 
-def requirements(version: MlflowVersion) -> list[str]:
+def requirements(version: MlflowVersion, mlflow_auth: bool = False) -> list[str]:
     pins = [SERVER_DRIVER, BOTO3, EXPORTER, INIT_DRIVER, GC_SCHEDULER]
     if needs_sqlalchemy_pin(version):
         pins.append(SQLALCHEMY_FOR_2X)
+    if mlflow_auth and auth_needs_flask_wtf(version):
+        pins.append(AUTH_FORMS)
     return pins
 
 
@@ -59,7 +63,7 @@ def build(settings: Settings) -> dict[str, bytes]:
     dockerfile = render_template(
         f"{BUILD_CONTEXT}/Dockerfile",
         base_image=base_image(version),
-        requirements=requirements(version),
+        requirements=requirements(version, settings.auth.mlflow_mode),
         init_dir=INIT_DIR_IN_IMAGE,
     )
     return {f"{BUILD_CONTEXT}/Dockerfile": dockerfile, **init_sources()}

@@ -50,7 +50,8 @@ def vhost(settings: Settings) -> bytes:
         http2_directive=uses_http2_directive(proxy.nginx_version),
         certificate_dir=certificate_dir(settings.stack.base_domain),
         allowed_ips=proxy.allowed_ips,
-        auth_enabled=settings.auth.enabled,
+        nginx_auth=settings.auth.nginx_mode,
+        mlflow_auth=settings.auth.mlflow_mode,
         htpasswd_path=HTPASSWD_IN_CONTAINER,
         read_timeout=proxy.read_timeout,
         send_timeout=proxy.send_timeout,
@@ -81,7 +82,8 @@ def htpasswd(username: str, password: str, scheme: str, rounds: int, salt: str) 
 def build(settings: Settings) -> dict[str, bytes]:
     files = {VHOST_PATH: vhost(settings)}
     auth = settings.auth
-    if auth.enabled:
+    # In mlflow mode nginx still guards the model endpoints, which check no credentials themselves.
+    if auth.nginx_mode or (auth.mlflow_mode and settings.serving.models):
         assert auth.password is not None and auth.hash_salt is not None, "the CLI generates these before a build"
         files[HTPASSWD_PATH] = htpasswd(
             auth.username, auth.password.get_secret_value(), auth.hash_scheme, auth.hash_rounds, auth.hash_salt

@@ -259,6 +259,19 @@ def serving_jobs(settings: Settings) -> list[dict[str, Any]]:
     ]
 
 
+# In mlflow mode the auth app guards /metrics too (401 without credentials on
+# 2.9.2 and 3.17.2, tested live): Prometheus logs in as the admin, with the
+# password read from a file the operator mounts (Prometheus cannot read it
+# from the environment, and no generated file holds a secret).
+METRICS_PASSWORD_FILE = "/etc/prometheus/secrets/mlflow-auth-password"
+
+
+def _mlflow_credentials(settings: Settings) -> dict[str, Any]:
+    if not settings.auth.mlflow_mode:
+        return {}
+    return {"basic_auth": {"username": settings.auth.username, "password_file": METRICS_PASSWORD_FILE}}
+
+
 def scrape_configs(settings: Settings) -> dict[str, Any]:
     """Jobs nself's monitoring bundle lacks: MLflow itself, its /health, MinIO's bucket metrics (not with
     an external S3: it is no MinIO of this stack) and, when models are served, each scoring server's /ping."""
@@ -269,6 +282,7 @@ def scrape_configs(settings: Settings) -> dict[str, Any]:
                 # Inside the Docker network: through nginx, /metrics would answer 401 under auth.
                 "job_name": MLFLOW_JOB,
                 "metrics_path": "/metrics",
+                **_mlflow_credentials(settings),
                 "static_configs": [{"targets": [f"mlflow:{CONTAINER_PORT}"]}],
             },
             {

@@ -85,8 +85,9 @@ def services(settings: Settings, network: str, tracking_uri: str, context_files:
             "init": True,
             "command": command(reference),
             "environment": {
-                # In the network the tracking server needs no credentials; the
-                # model is downloaded through its artifact proxy.
+                # The model is downloaded through the tracking server's artifact
+                # proxy: in the network it needs no credentials in nginx mode,
+                # and the admin's (common_environment) in mlflow mode.
                 "MLFLOW_TRACKING_URI": tracking_uri,
                 scoring_workers_variable(version): str(serving.workers),
                 "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT": str(serving.timeout),

@@ -6,6 +6,7 @@ an operator can apply it by hand with psql.
 
 from __future__ import annotations
 
+from generator.artifacts import auth
 from generator.render import render_template
 from generator.settings import Settings
 
@@ -23,6 +24,20 @@ def quote_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def databases(settings: Settings) -> list[dict[str, str]]:
+    """MLflow's database and, in MLFLOW_AUTH_MODE=mlflow, the auth app's: same owner, same access."""
+    found = [{"name": settings.database.name, "ident": quote_identifier(settings.database.name), "comment": ""}]
+    if settings.auth.mlflow_mode:
+        name = auth.database_name(settings)
+        found.append({
+            "name": name,
+            "ident": quote_identifier(name),
+            "comment": "-- MLflow's users and permissions (MLFLOW_AUTH_MODE=mlflow), in a database of their own:\n"
+                       "-- up to MLflow 3.5 their migrations share alembic's default version table.",
+        })
+    return found
+
+
 def build(settings: Settings) -> dict[str, bytes]:
     database = settings.database
     sql = render_template(
@@ -32,6 +47,7 @@ def build(settings: Settings) -> dict[str, bytes]:
         role_ident=quote_identifier(database.user),
         database=database.name,
         database_ident=quote_identifier(database.name),
+        databases=databases(settings),
         lock_key=LOCK_KEY,
         password_variable=PASSWORD_VARIABLE,
         graphql=settings.graphql.enabled,

@@ -18,7 +18,7 @@ from generator.envfiles import SECRETS_FILE, EnvValue, ProjectEnv
 from generator.errors import NotEnabledError, UserError
 from generator.settings import validators as rules
 from generator.settings.models import DERIVED, SECRET_VARIABLES, SECTIONS, VARIABLES, Settings, StorageSettings
-from generator.versions import parse_version, support_problem
+from generator.versions import auth_app_problem, parse_version, support_problem
 
 
 # Values that Docker Compose substitutes from the env files into the
@@ -282,12 +282,70 @@ def _cross_checks(
                 f"MLFLOW_AUTH_HASH_ROUNDS: out of range for {values['MLFLOW_AUTH_HASH'].strip()}; "
                 f"accepted: {low} to {high}{_got('MLFLOW_AUTH_HASH_ROUNDS', rounds, hidden)}"
             )
+    found.update(_auth_mode_checks(values, problems, project_env))
     if "MLFLOW_VERSION" not in problems:
         version = parse_version(values["MLFLOW_VERSION"])
         override = values["MLFLOW_VERSION_UNSUPPORTED_OK"].strip().lower() in ("true", "yes", "1")
         unsupported = support_problem(version) if version is not None else None
         if unsupported and not override:
             found["MLFLOW_VERSION"] = f"MLFLOW_VERSION: {unsupported}; set MLFLOW_VERSION_UNSUPPORTED_OK=true to try it anyway"
+    return found
+
+
+# MLflow 2.22+ refuses shorter passwords; one rule on every version keeps an
+# upgrade from locking the admin out.
+MLFLOW_MODE_PASSWORD_MINIMUM = 12
+AUTH_DATABASE_SUFFIX = "_auth"  # generator/artifacts/auth.py names the users' database so
+
+
+def _auth_mode_checks(values: dict[str, str], problems: dict[str, str], project_env: ProjectEnv) -> dict[str, str]:
+    """MLFLOW_AUTH_MODE and the settings that only mean something with it."""
+    found: dict[str, str] = {}
+    if any(name in problems for name in ("MLFLOW_AUTH_ENABLED", "MLFLOW_AUTH_MODE")):
+        return found
+
+    def where(name: str) -> str:
+        origin = project_env.origins.get(name)
+        return f" (in {origin.source} line {origin.line})" if origin and origin.raw_text.strip() else ""
+
+    enabled = values["MLFLOW_AUTH_ENABLED"].strip().lower() in ("true", "yes", "1")
+    mode = values["MLFLOW_AUTH_MODE"].strip()
+    if mode == "mlflow" and not enabled and where("MLFLOW_AUTH_MODE"):
+        found["MLFLOW_AUTH_MODE"] = (
+            f"MLFLOW_AUTH_MODE{where('MLFLOW_AUTH_MODE')}: mlflow needs MLFLOW_AUTH_ENABLED=true (MLflow's users check "
+            "every request only while auth is on); accepted: set MLFLOW_AUTH_ENABLED=true, or remove MLFLOW_AUTH_MODE"
+        )
+        return found
+    mlflow_mode = enabled and mode == "mlflow"
+    if not mlflow_mode and where("MLFLOW_AUTH_DEFAULT_PERMISSION") and "MLFLOW_AUTH_DEFAULT_PERMISSION" not in problems:
+        found["MLFLOW_AUTH_DEFAULT_PERMISSION"] = (
+            f"MLFLOW_AUTH_DEFAULT_PERMISSION{where('MLFLOW_AUTH_DEFAULT_PERMISSION')}: has no effect without "
+            "MLFLOW_AUTH_MODE=mlflow (nginx mode has one shared account); accepted: set MLFLOW_AUTH_MODE=mlflow, "
+            "or remove it"
+        )
+    if not mlflow_mode:
+        return found
+    password = values["MLFLOW_AUTH_PASSWORD"]
+    if "MLFLOW_AUTH_PASSWORD" not in problems and password and len(password) < MLFLOW_MODE_PASSWORD_MINIMUM:
+        found["MLFLOW_AUTH_PASSWORD"] = (
+            f"MLFLOW_AUTH_PASSWORD{where('MLFLOW_AUTH_PASSWORD')}: is too short for MLFLOW_AUTH_MODE=mlflow "
+            f"(MLflow 2.22 and later refuse passwords under {MLFLOW_MODE_PASSWORD_MINIMUM} characters); accepted: at "
+            f"least {MLFLOW_MODE_PASSWORD_MINIMUM} characters, or empty to have the build generate one"
+        )
+    database = values["MLFLOW_DB_NAME"].strip()
+    if "MLFLOW_DB_NAME" not in problems and len(database) + len(AUTH_DATABASE_SUFFIX) > 63:
+        found["MLFLOW_DB_NAME"] = (
+            f"MLFLOW_DB_NAME{where('MLFLOW_DB_NAME')}: is too long for MLFLOW_AUTH_MODE=mlflow, whose users live in "
+            f"the database <MLFLOW_DB_NAME>{AUTH_DATABASE_SUFFIX}; accepted: at most {63 - len(AUTH_DATABASE_SUFFIX)} "
+            "characters"
+        )
+    version = parse_version(values["MLFLOW_VERSION"].strip()) if "MLFLOW_VERSION" not in problems else None
+    problem = auth_app_problem(version) if version is not None else None
+    if problem:
+        found["MLFLOW_AUTH_MODE"] = (
+            f"MLFLOW_AUTH_MODE{where('MLFLOW_AUTH_MODE')}: mlflow cannot be used with MLFLOW_VERSION={version}: "
+            f"{problem}; accepted: MLFLOW_VERSION before 3.3.0 or from 3.4.0, or MLFLOW_AUTH_MODE=nginx"
+        )
     return found
 
 

@@ -202,7 +202,23 @@ class ProxySettings(_Section):
 
 
 class AuthSettings(_Section):
-    enabled: Boolean = setting("MLFLOW_AUTH_ENABLED", "false", "HTTP basic auth in nginx")
+    enabled: Boolean = setting(
+        "MLFLOW_AUTH_ENABLED",
+        "false",
+        "HTTP basic auth: in nginx, or MLflow's own users with `MLFLOW_AUTH_MODE=mlflow`",
+    )
+    mode: Annotated[str, BeforeValidator(rules.auth_mode)] = setting(
+        "MLFLOW_AUTH_MODE",
+        "nginx",
+        "`nginx` (one shared account, checked by nginx) or `mlflow` (MLflow's users and permissions; "
+        "see [Team accounts](#team-accounts)); only with `MLFLOW_AUTH_ENABLED=true`",
+    )
+    default_permission: Annotated[str, BeforeValidator(rules.auth_permission)] = setting(
+        "MLFLOW_AUTH_DEFAULT_PERMISSION",
+        "READ",
+        "`mlflow` mode: what a user may do with experiments and models nobody granted them: `READ`, `EDIT`, "
+        "`MANAGE` or `NO_PERMISSIONS`",
+    )
     hash_scheme: Annotated[str, BeforeValidator(rules.hash_scheme)] = setting(
         "MLFLOW_AUTH_HASH",
         "sha512_crypt",
@@ -218,8 +234,25 @@ class AuthSettings(_Section):
         str, _text(r"[A-Za-z0-9._@-]{1,64}", "must be a user name; accepted: 1-64 letters, digits or ._@-")
     ] = setting("MLFLOW_AUTH_USERNAME", "admin", "the basic-auth user")
     password: Password = setting(
-        "MLFLOW_AUTH_PASSWORD", "", "generated while auth is on (see [Passwords](#passwords)); at least 8 characters"
+        "MLFLOW_AUTH_PASSWORD",
+        "",
+        "generated while auth is on (see [Passwords](#passwords)); at least 8 characters, 12 in `mlflow` mode",
     )
+    flask_secret_key: Password = setting(
+        "MLFLOW_FLASK_SERVER_SECRET_KEY",
+        "",
+        "generated in `mlflow` mode (see [Passwords](#passwords)): the key MLflow's auth app signs its forms with, "
+        "the same in every worker; at least 8 characters",
+    )
+
+    @property
+    def mlflow_mode(self) -> bool:
+        """MLflow's own users and permissions check every request (not nginx)."""
+        return self.enabled and self.mode == "mlflow"
+
+    @property
+    def nginx_mode(self) -> bool:
+        return self.enabled and self.mode == "nginx"
 
 
 class GcSettings(_Section):
@@ -425,6 +458,8 @@ class Settings(_Section):
             missing.append("MLFLOW_AUTH_PASSWORD")
         if self.auth.enabled and self.auth.hash_salt is None:
             missing.append("MLFLOW_AUTH_HASH_SALT")
+        if self.auth.mlflow_mode and self.auth.flask_secret_key is None:
+            missing.append("MLFLOW_FLASK_SERVER_SECRET_KEY")
         if self.graphql.enabled and self.graphql.db_password is None:
             missing.append("MLFLOW_GRAPHQL_DB_PASSWORD")
         return tuple(missing)

@@ -218,6 +218,25 @@ def hash_scheme(value: Any) -> str:
     return text
 
 
+AUTH_MODES = ("nginx", "mlflow")
+# MLflow's permission names (mlflow.server.auth.permissions), the same on every supported version.
+AUTH_PERMISSIONS = ("READ", "EDIT", "MANAGE", "NO_PERMISSIONS")
+
+
+def auth_mode(value: Any) -> str:
+    text = str(value).strip()
+    if text not in AUTH_MODES:
+        raise rule_error(f"must be an auth mode; accepted: {', '.join(AUTH_MODES)}")
+    return text
+
+
+def auth_permission(value: Any) -> str:
+    text = str(value).strip()
+    if text not in AUTH_PERMISSIONS:
+        raise rule_error(f"must be an MLflow permission; accepted: {', '.join(AUTH_PERMISSIONS)}")
+    return text
+
+
 def salt(value: Any) -> str | None:
     text = str(value).strip()
     if not text:

@@ -4,11 +4,14 @@ The archive is a tar file (gzip-compressed when its name ends in .gz or
 .tgz), written to FILE.partial and renamed when complete. Members, in order:
 
     database.pgdump   `pg_dump --format=custom` of the MLflow database
+    auth-database.pgdump  the same of MLflow's users and permissions, only
+                      with MLFLOW_AUTH_MODE=mlflow (manifest key "auth")
     objects/<key>     every object of the artifact bucket (the exact key is
                       also kept in the member's PAX header NSELF.key)
     manifest.json     {"format": "nself-mlflow-backup", "format_version": 1,
                        "created", "mlflow": {"version", "schema_revision"},
                        "postgres": {"version", "database", "dump": {"path", "size", "sha256"}},
+                       ["auth": {"database", "dump": {"path", "size", "sha256"}},]
                        "bucket": {"name", "count", "bytes",
                                   "objects": [{"key", "size", "sha256"}, ...]}}
 
@@ -37,6 +40,7 @@ from service.backup.errors import BackupError
 FORMAT = "nself-mlflow-backup"
 FORMAT_VERSION = 1
 DUMP_MEMBER = "database.pgdump"
+AUTH_DUMP_MEMBER = "auth-database.pgdump"
 OBJECTS = "objects/"
 MANIFEST_MEMBER = "manifest.json"
 KEY_HEADER = "NSELF.key"
@@ -123,8 +127,8 @@ class ArchiveWriter:
     def __init__(self, archive: tarfile.TarFile) -> None:
         self.archive = archive
 
-    def add_dump(self, path: Path, size: int) -> None:
-        member = tarfile.TarInfo(DUMP_MEMBER)
+    def add_dump(self, path: Path, size: int, name: str = DUMP_MEMBER) -> None:
+        member = tarfile.TarInfo(name)
         member.size, member.mode = size, 0o600
         with open(path, "rb") as stream:
             self.archive.addfile(member, stream)
@@ -219,6 +223,7 @@ def verify_archive(path: Path, progress: Progress = None) -> dict:
     is a BackupError naming it.
     """
     seen: dict[str | None, tuple[int, str]] = {}
+    auth_seen: tuple[int, str] | None = None
     manifest = None
     counter = ByteProgress(progress, path.stat().st_size if path.is_file() else 1, "verify")
     with reading(path):
@@ -231,11 +236,14 @@ def verify_archive(path: Path, progress: Progress = None) -> dict:
                 continue
             if manifest is not None:
                 raise BackupError(f"--input: {path}: {member.name!r} follows the manifest; not a backup archive")
-            if member.name != DUMP_MEMBER and not member.name.startswith(OBJECTS):
+            if member.name not in (DUMP_MEMBER, AUTH_DUMP_MEMBER) and not member.name.startswith(OBJECTS):
                 raise BackupError(f"--input: {path}: unexpected member {member.name!r}; not a backup archive")
             reader = HashingReader(stream, counter)
             for _ in iter(lambda: reader.read(CHUNK), b""):
                 pass
+            if member.name == AUTH_DUMP_MEMBER:
+                auth_seen = (reader.size, reader.sha256)
+                continue
             seen[member_key(member)] = (reader.size, reader.sha256)
     if manifest is None:
         raise BackupError(f"--input: {path} is truncated or damaged: it ends before its manifest; "
@@ -244,6 +252,10 @@ def verify_archive(path: Path, progress: Progress = None) -> dict:
     dump = manifest["postgres"]["dump"]
     if seen.pop(None, None) != (dump["size"], dump["sha256"]):
         raise BackupError(f"--input: {path}: the database dump does not match its checksum; the archive is damaged")
+    auth_dump = (manifest.get("auth") or {}).get("dump")
+    if (auth_dump and auth_seen != (auth_dump["size"], auth_dump["sha256"])) or (auth_seen and not auth_dump):
+        raise BackupError(f"--input: {path}: the users' database dump does not match the manifest; "
+                          "the archive is damaged")
     for entry in manifest["bucket"]["objects"]:
         found = seen.pop(entry["key"], None)
         if found is None:

@@ -20,6 +20,7 @@ from generator.artifacts.graphql import SCHEMA as GRAPHQL_SCHEMA
 from generator.errors import UserError, last_line
 from generator.fileio import atomic_file
 from service.backup.archive import (
+    AUTH_DUMP_MEMBER,
     DUMP_MEMBER,
     MANIFEST_MEMBER,
     ArchiveWriter,
@@ -54,9 +55,19 @@ class BackupResult:
     schema_revision: str | None
 
 
+def _dump(postgres: PostgresTools, target: Path, name: str) -> dict:
+    with open(target, "wb") as stream:
+        result = postgres.run("pg_dump", "--format=custom", *EXCLUDED, "--dbname", postgres.database,
+                              stdout=stream, stderr=subprocess.PIPE, timeout=None)
+    if result.returncode != 0:
+        raise BackupError(f"{postgres.where}: pg_dump of {postgres.database} failed: {last_line(result.stderr)}")
+    return {"path": name, "size": target.stat().st_size, "sha256": file_sha256(target)}
+
+
 def create_backup(postgres: PostgresTools, bucket: Bucket, output: Path, mlflow_version: str, created: str,
-                  progress: Progress = None) -> BackupResult:
-    """Dump the database, then copy every object, into `output`, atomically."""
+                  progress: Progress = None, auth_postgres: PostgresTools | None = None) -> BackupResult:
+    """Dump the database (and MLflow's users, when `auth_postgres` names their database), then copy every
+    object, into `output`, atomically."""
     output = output.resolve()
     if output.is_dir():
         raise UserError(f"--output: {output} is a directory; name the archive file, e.g. mlflow-backup.tar.gz")
@@ -68,12 +79,9 @@ def create_backup(postgres: PostgresTools, bucket: Bucket, output: Path, mlflow_
     partial = output.with_name(output.name + ".partial")
     try:
         dump = scratch / DUMP_MEMBER
-        with open(dump, "wb") as stream:
-            result = postgres.run("pg_dump", "--format=custom", *EXCLUDED, "--dbname", postgres.database,
-                                  stdout=stream, stderr=subprocess.PIPE, timeout=None)
-        if result.returncode != 0:
-            raise BackupError(f"{postgres.where}: pg_dump failed: {last_line(result.stderr)}")
-        dump_entry = {"path": DUMP_MEMBER, "size": dump.stat().st_size, "sha256": file_sha256(dump)}
+        dump_entry = _dump(postgres, dump, DUMP_MEMBER)
+        auth_dump = scratch / AUTH_DUMP_MEMBER
+        auth_entry = _dump(auth_postgres, auth_dump, AUTH_DUMP_MEMBER) if auth_postgres is not None else None
 
         listed = list(bucket.objects())
         total = dump_entry["size"] + sum(item["Size"] for item in listed)
@@ -82,6 +90,8 @@ def create_backup(postgres: PostgresTools, bucket: Bucket, output: Path, mlflow_
         entries, skipped = [], []
         with writing(output, partial) as archive:
             archive.add_dump(dump, dump_entry["size"])
+            if auth_entry is not None:
+                archive.add_dump(auth_dump, auth_entry["size"], AUTH_DUMP_MEMBER)
             for item in listed:
                 entry = _add_object(archive, bucket, item["Key"], counter)
                 if entry is None:
@@ -90,6 +100,8 @@ def create_backup(postgres: PostgresTools, bucket: Bucket, output: Path, mlflow_
                     entries.append(entry)
             manifest = new_manifest(created, mlflow_version, revision, postgres_version, postgres.database,
                                     dump_entry, bucket.name, entries)
+            if auth_entry is not None:
+                manifest["auth"] = {"database": auth_postgres.database, "dump": auth_entry}
             archive.add_manifest(manifest)
         counter.finish()
     finally:
@@ -146,19 +158,26 @@ def plan_restore(path: Path, postgres: PostgresTools, bucket: Bucket, force: boo
 
 
 def restore_backup(path: Path, plan: RestorePlan, postgres: PostgresTools, bucket: Bucket,
-                   progress: Progress = None) -> dict:
-    """Restore the verified archive: the database in one transaction, then the objects."""
-    sessions = postgres.other_sessions()
-    if sessions:
-        raise BackupError(f"{postgres.where}: {sessions} other session(s) use database {postgres.database}; "
-                          "stop mlflow and mlflow-gc first (nself stop mlflow); nothing was changed")
+                   progress: Progress = None, auth_postgres: PostgresTools | None = None) -> dict:
+    """Restore the verified archive: the database in one transaction, MLflow's users (when the archive has them
+    and `auth_postgres` names their database) in another, then the objects."""
+    for tools in filter(None, (postgres, auth_postgres)):
+        sessions = tools.other_sessions()
+        if sessions:
+            raise BackupError(f"{tools.where}: {sessions} other session(s) use database {tools.database}; "
+                              "stop mlflow and mlflow-gc first (nself stop mlflow); nothing was changed")
     manifest = plan.manifest
     expected = {entry["key"]: entry for entry in manifest["bucket"]["objects"]}
-    counter = ByteProgress(progress, manifest["postgres"]["dump"]["size"] + manifest["bucket"]["bytes"], "restore")
+    auth_size = (manifest.get("auth") or {}).get("dump", {}).get("size", 0) if auth_postgres is not None else 0
+    counter = ByteProgress(progress, manifest["postgres"]["dump"]["size"] + auth_size + manifest["bucket"]["bytes"],
+                           "restore")
     with reading(path):
         for member, stream in members(path):
             if member.name == DUMP_MEMBER:
                 restore_database(postgres, stream, counter)
+            elif member.name == AUTH_DUMP_MEMBER:
+                if auth_postgres is not None:
+                    restore_database(auth_postgres, stream, counter)
             elif member.name != MANIFEST_MEMBER:
                 key = member_key(member)
                 reader = HashingReader(stream, counter)

@@ -159,7 +159,14 @@ class Stack:
         if "PGHOST" in environment:
             assert (environment["PGHOST"], environment["PGPORT"]) == ("postgres", "5432")
             environment.update(PGHOST="127.0.0.1", PGPORT=str(self.pg.port))
-        return {key: self.localize(value) for key, value in environment.items()}
+        environment = {key: self.localize(value) for key, value in environment.items()}
+        if "MLFLOW_AUTH_CONFIG_PATH" in environment:
+            # MLflow's auth ini names the auth database by its compose address.
+            ini = Path(environment["MLFLOW_AUTH_CONFIG_PATH"])
+            local = self.root / "basic_auth.ini"
+            local.write_text(self.localize(ini.read_text()))
+            environment["MLFLOW_AUTH_CONFIG_PATH"] = str(local)
+        return environment
 
     def command(self, service: str) -> list[str]:
         return [self.localize(str(word)) for word in self.services[service]["command"]]
@@ -283,9 +290,9 @@ class Stack:
         return self.values["MLFLOW_AUTH_USERNAME"], self.values["MLFLOW_AUTH_PASSWORD"]
 
     # -- clients -----------------------------------------------------------
-    def client_environment(self) -> dict[str, str]:
-        """What a user's training script sets to reach the stack through nginx."""
-        username, password = self.credentials
+    def client_environment(self, credentials: tuple[str, str] | None = None) -> dict[str, str]:
+        """What a user's training script sets to reach the stack through nginx (as `credentials`, or the admin)."""
+        username, password = credentials or self.credentials
         return {
             "PATH": f"{self.venv / 'bin'}:{os.environ['PATH']}",
             "HOME": str(self.root),
@@ -299,15 +306,22 @@ class Stack:
             **self.resolver_environment(),
         }
 
-    def run_client(self, script: str, *args: str, timeout: float = 600) -> dict:
+    def run_client(self, script: str, *args: str, timeout: float = 600,
+                   credentials: tuple[str, str] | None = None, env: dict[str, str] | None = None) -> dict:
         """Run tests/e2e/clients/SCRIPT in the image's venv; it prints one JSON object last."""
-        workdir = Path(tempfile.mkdtemp(prefix=f"{Path(script).stem}-", dir=self.root))
-        result = subprocess.run(
-            [self.venv / "bin/python", CLIENTS / script, *args], cwd=workdir, env=self.client_environment(),
-            capture_output=True, text=True, timeout=timeout,
-        )
+        result = self.run_client_process(script, *args, timeout=timeout, credentials=credentials, env=env)
         assert result.returncode == 0, f"{script} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
         return json.loads(result.stdout.strip().splitlines()[-1])
+
+    def run_client_process(self, script: str, *args: str, timeout: float = 600,
+                           credentials: tuple[str, str] | None = None,
+                           env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        workdir = Path(tempfile.mkdtemp(prefix=f"{Path(script).stem}-", dir=self.root))
+        return subprocess.run(
+            [self.venv / "bin/python", CLIENTS / script, *args], cwd=workdir,
+            env={**self.client_environment(credentials), **(env or {})},
+            capture_output=True, text=True, timeout=timeout,
+        )
 
     # -- mlflow-gc ---------------------------------------------------------
     def run_gc_once(self, without: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
