@@ -302,6 +302,13 @@ CASES = [
     # Kubernetes: managed services, kustomize's reading of .env.secrets, the connection budget
     Case("kubernetes-with-minio", env="MLFLOW_KUBERNETES_ENABLED=true\n", names=("MLFLOW_KUBERNETES_ENABLED",)),
     Case(
+        "kubernetes-auth-mode-mlflow",
+        env=K8S_ENV + "MLFLOW_AUTH_ENABLED=true\nMLFLOW_AUTH_MODE=mlflow\n",
+        secrets=K8S_SECRET,
+        names=("MLFLOW_AUTH_MODE (in .env line 9)",),
+        secret_values=("Sup3r-Secret-Value-<n>-s3",),
+    ),
+    Case(
         "kubernetes-connection-budget",
         env=K8S_ENV + "MLFLOW_WORKERS=4\nPOSTGRES_MAX_CONNECTIONS=150\n",
         secrets=K8S_SECRET,

@@ -425,6 +425,13 @@ def _kubernetes_checks(
             f"MLFLOW_KUBERNETES_ENABLED{_where('MLFLOW_KUBERNETES_ENABLED', project_env)}: needs an external S3, because nothing runs MinIO in the cluster; "
             f"accepted: S3_ENDPOINT set to your S3 service (not {BUNDLED_S3_ENDPOINT}) with MINIO_ENABLED not true"
         )
+    if _on(values, "MLFLOW_AUTH_ENABLED") and values["MLFLOW_AUTH_MODE"].strip() == "mlflow":
+        # The manifests give the Ingress nginx's basic auth; the auth app's ini, its
+        # admin secrets and a scrape with credentials are not rendered for a cluster.
+        found["MLFLOW_AUTH_MODE"] = (
+            f"MLFLOW_AUTH_MODE{_where('MLFLOW_AUTH_MODE', project_env)}: mlflow is not rendered for Kubernetes; "
+            "accepted: nginx (the Ingress's basic auth) with MLFLOW_KUBERNETES_ENABLED=true"
+        )
     replicas, maximum = values["MLFLOW_REPLICAS"].strip(), values["MLFLOW_HPA_MAX_REPLICAS"].strip()
     counts_valid = not {"MLFLOW_REPLICAS", "MLFLOW_HPA_MAX_REPLICAS", "MLFLOW_WORKERS", "POSTGRES_MAX_CONNECTIONS"} & set(
         problems
