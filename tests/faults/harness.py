@@ -17,6 +17,7 @@ import collections
 import hashlib
 import json
 import os
+import re
 import subprocess
 import tempfile
 import threading
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import boto3
+from botocore.config import Config
 import psycopg
 
 from tests.e2e.serving import ServiceNames, loopback_network
@@ -185,11 +187,14 @@ def create_run(stack: Stack, experiment_id: str) -> str:
 class Probe:
     """A metric and a small artifact written every 0.2 s through nginx, each answer recorded with its time."""
 
-    def __init__(self, stack: Stack, experiment_id: str) -> None:
+    def __init__(self, stack: Stack, experiment_id: str, direct_s3: bool = False) -> None:
         self.stack = stack
+        # With direct_s3, also a PUT straight to the bucket: when S3 itself took uploads again.
+        self.s3 = s3_client(stack, retries=False) if direct_s3 else None
         self.experiment_id = experiment_id
         self.run_id = create_run(stack, experiment_id)
         self.answers: list[tuple[float, str, int | str]] = []  # (end time, what, status or exception)
+        self.first_failure: dict[str, str] = {}  # what -> the first failed answer, with its body
         self.running = True
         self.thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -203,9 +208,11 @@ class Probe:
 
     def _ask(self, what: str, method: str, path: str, body) -> None:
         try:
-            status: int | str = rest(self.stack, method, path, body, timeout=15)[0]
+            status, answer = rest(self.stack, method, path, body, timeout=15)
         except OSError as error:
-            status = type(error).__name__
+            status, answer = type(error).__name__, b""
+        if status != 200:
+            self.first_failure.setdefault(what, f"{status} {answer[:300].decode(errors='replace')}")
         self.answers.append((time.time(), what, status))
 
     def _loop(self) -> None:
@@ -216,6 +223,13 @@ class Probe:
                        "step": step})
             self._ask("artifact", "PUT", f"/api/2.0/mlflow-artifacts/artifacts/{self.experiment_id}/{self.run_id}"
                       f"/artifacts/probe/{step}.txt", f"probe {step}\n".encode())
+            if self.s3 is not None:
+                try:
+                    self.s3.put_object(Bucket=BUCKET, Key=f"probe-direct/{step}.txt", Body=f"probe {step}\n".encode())
+                    status = 200
+                except Exception as error:  # botocore's errors are not OSErrors
+                    status = type(error).__name__
+                self.answers.append((time.time(), "s3", status))
             step += 1
             time.sleep(0.2)
 
@@ -231,6 +245,13 @@ class Probe:
     def failures(self, what: str | None = None) -> collections.Counter:
         return collections.Counter(str(status) for _, kind, status in self.answers
                                    if status != 200 and (what is None or kind == what))
+
+
+def s3_client(stack: Stack, retries: bool = True):
+    config = None if retries else Config(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=2,
+                                         read_timeout=5)
+    return boto3.client("s3", endpoint_url=stack.s3.endpoint, region_name="us-east-1", config=config,
+                        aws_access_key_id=stack.s3.access_key, aws_secret_access_key=stack.s3.secret_key)
 
 
 # -- the check -------------------------------------------------------------
@@ -267,8 +288,7 @@ def check(stack: Stack, experiment_id: str, records: list[dict]) -> dict:
             "SELECT run_uuid, key, value, timestamp, step FROM metrics WHERE run_uuid = ANY(%s)", (ids,)))
         params = set(connection.execute("SELECT run_uuid, key, value FROM params WHERE run_uuid = ANY(%s)", (ids,)))
         tags = set(connection.execute("SELECT run_uuid, key, value FROM tags WHERE run_uuid = ANY(%s)", (ids,)))
-    s3 = boto3.client("s3", endpoint_url=stack.s3.endpoint, region_name="us-east-1",
-                      aws_access_key_id=stack.s3.access_key, aws_secret_access_key=stack.s3.secret_key)
+    s3 = s3_client(stack)
     objects = {item["Key"]: item["Size"] for page in s3.get_paginator("list_objects_v2").paginate(
         Bucket=BUCKET, Prefix=f"{experiment_id}/") for item in page.get("Contents", [])}
 
@@ -342,10 +362,15 @@ def rss_bytes(pids: list[int]) -> int:
 
 
 def server_workers(root: int) -> tuple[int, list[int]]:
-    """The gunicorn or uvicorn master under `mlflow server`, and its worker processes."""
+    """The gunicorn or uvicorn master under `mlflow server`, and its worker processes.
+
+    3.x also starts a job runner with huey consumers beside the server: they are no workers.
+    """
     table = process_table()
     tree = [root, *descendants(root, table)]
-    children = {pid: [child for child in tree if table.get(child, (0,))[0] == pid] for pid in tree}
-    master = max(tree, key=lambda pid: len(children[pid]))
-    workers = [pid for pid in children[master] if "resource_tracker" not in table[pid][1]]
-    return master, sorted(workers)
+    server = re.compile(r"(^|\s|/)(gunicorn|uvicorn)(\s|$)")  # `-m uvicorn …`, `…/bin/gunicorn …`
+    masters = [pid for pid in tree if server.search(table[pid][1])
+               and not server.search(table.get(table[pid][0], (0, ""))[1])]
+    assert len(masters) == 1, [table[pid][1][-120:] for pid in tree]
+    workers = [pid for pid in tree if table[pid][0] == masters[0] and "resource_tracker" not in table[pid][1]]
+    return masters[0], sorted(workers)

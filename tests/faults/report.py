@@ -103,8 +103,10 @@ class Report:
             "",
             f"MLflow {soak['version']}, {soak['minutes']:.0f} minutes, {soak['clients']} clients at about "
             f"{soak['rate']:.0f} calls/s in all, sampled every {soak['interval']:.0f} s. RSS is the sum over the "
-            "process tree (`mlflow server`, its server and workers; nginx's master and workers); connections are "
-            "`pg_stat_activity` rows of the `mlflow` role.",
+            "process tree: for MLflow, `mlflow server`, uvicorn or gunicorn and their 4 workers, and on 3.x the job "
+            "runner and its huey consumers; for nginx, its master and worker. Connections are `pg_stat_activity` "
+            "rows of the `mlflow` role. The level after the first minute is the median of the samples from 60 s "
+            "to 80 s, the end the median of the last 20 s.",
             "",
             "![RSS and PostgreSQL connections during the soak](reliability-soak.png)",
             "",
@@ -133,17 +135,17 @@ class Report:
         samples = self.soak["samples"]  # (seconds, mlflow rss, nginx rss, connections)
         minutes = [sample[0] / 60 for sample in samples]
         figure, (memory, connections) = pyplot.subplots(2, 1, figsize=(7, 5), sharex=True)
-        memory.plot(minutes, [sample[1] / 2**20 for sample in samples], label="MLflow (server and workers)")
+        memory.plot(minutes, [sample[1] / 2**20 for sample in samples], label="MLflow (every process)")
         memory.set_ylabel("MLflow RSS (MiB)")
         nginx_axis = memory.twinx()
         nginx_axis.plot(minutes, [sample[2] / 2**20 for sample in samples], color="tab:orange", label="nginx")
         nginx_axis.set_ylabel("nginx RSS (MiB)")
-        memory.set_ylim(bottom=0)
-        nginx_axis.set_ylim(bottom=0)
+        memory.set_ylim(0, max(sample[1] for sample in samples) / 2**20 * 1.25)
+        nginx_axis.set_ylim(0, max(sample[2] for sample in samples) / 2**20 * 1.25)
         memory.legend(handles=memory.get_lines() + nginx_axis.get_lines(), loc="lower right")
         connections.step(minutes, [sample[3] for sample in samples], where="post")
         connections.axhline(self.soak["budget"], color="tab:red", linestyle="--", label="budget")
-        connections.set_ylim(bottom=0)
+        connections.set_ylim(0, self.soak["budget"] * 1.15)
         connections.set_ylabel("PostgreSQL connections")
         connections.set_xlabel("minutes")
         connections.legend(loc="center right")
