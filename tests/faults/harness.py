@@ -371,6 +371,7 @@ def server_workers(root: int) -> tuple[int, list[int]]:
     server = re.compile(r"(^|\s|/)(gunicorn|uvicorn)(\s|$)")  # `-m uvicorn …`, `…/bin/gunicorn …`
     masters = [pid for pid in tree if server.search(table[pid][1])
                and not server.search(table.get(table[pid][0], (0, ""))[1])]
-    assert len(masters) == 1, [table[pid][1][-120:] for pid in tree]
+    if len(masters) != 1:
+        return 0, []  # none (it died) or, for a moment, a new one forking
     workers = [pid for pid in tree if table[pid][0] == masters[0] and "resource_tracker" not in table[pid][1]]
     return masters[0], sorted(workers)

@@ -190,7 +190,7 @@ def test_a_killed_worker_is_replaced_and_loses_nothing(fault_stack, report):
     stack = fault_stack
     master, workers = server_workers(stack.mlflow_process.pid)
     expected = int(stack.command("mlflow")[stack.command("mlflow").index("--workers") + 1])
-    assert len(workers) == expected, (master, workers)
+    assert master and len(workers) == expected, (master, workers)
     replaced: list[int] = []
 
     def fault(load: Load) -> float:
@@ -242,7 +242,9 @@ def test_postgres_restart_gives_retryable_errors_and_loses_nothing(fault_stack, 
     # MLflow recovered by itself, without a restart.
     assert stack.mlflow_process is mlflow and mlflow.poll() is None
     assert figures["recovery_s"] is not None and figures["recovery_s"] < 15, figures
-    figures["note"] = (f"during the gap MLflow answered `{figures['probe_first_failure'].strip()[:80]}` at once, "
+    answer = figures["probe_first_failure"]
+    code = re.search(r'"error_code": "(\w+)"', answer)
+    figures["note"] = (f"during the gap MLflow answered `{answer.split()[0]}{' ' + code[1] if code else ''}` at once, "
                        "which the client retries; MLflow's pool checks connections before use (`pool_pre_ping`, "
                        "hard-coded in both versions), so no request met a dead connection after the restart")
 
