@@ -33,7 +33,6 @@ SOAK_KEY = "soak"
 class Report:
     rows: dict[tuple[str, str], dict] = field(default_factory=dict)  # (scenario, version) -> figures
     soak: dict | None = None
-    began: float = field(default_factory=time.monotonic)
 
     def add(self, scenario: str, version: str, figures: dict) -> None:
         self.rows[(scenario, version)] = figures
