@@ -485,9 +485,8 @@ def test_a_backup_leaves_the_views_out_and_init_makes_them_again(gstack, gseeded
 
 # -- last: the upgrade, with the views present (2.9.2 only) ---------------------------------------
 
+@pytest.mark.only_on(DEFAULT_VERSION)  # the upgrade starts from it
 def test_an_upgrade_with_the_views_present_migrates_and_brings_them_back(gstack, gseeded, gproject, mlflow_version):
-    if mlflow_version != DEFAULT_VERSION:
-        pytest.skip(f"the upgrade starts from {DEFAULT_VERSION}")
     before = view_rows(gstack)
     assert all(before.values())
     gstack.stop_mlflow()

@@ -18,7 +18,7 @@ import pytest
 from generator.artifacts import auth as auth_artifact
 from generator.envfiles import read_project_env
 from tests.conftest import EXAMPLES, require_tool
-from tests.e2e.conftest import build_out, fresh_servers, make_project
+from tests.e2e.conftest import DEFAULT_VERSION, NEWEST_3X, build_out, fresh_servers, make_project
 from tests.e2e.mlflow_venv import image_venv
 from tests.e2e.stack import Stack
 from tests.test_init import outcomes
@@ -526,13 +526,10 @@ def test_rotating_the_admin_password_in_the_env_files(team, alice_work):
     assert set(outcomes(again).values()) == {"unchanged"}, again.stdout
 
 
+# What changes is the build's (the argv, the vhost), the same on both versions; the two restarts of a
+# 3.x server would cost about 90 s of the suite.
+@pytest.mark.only_on(DEFAULT_VERSION)
 def test_switching_to_nginx_mode_and_back_keeps_every_run_and_every_user(team, people, alice_work, mlflow_version):
-    from tests.e2e.conftest import NEWEST_3X
-
-    if mlflow_version == NEWEST_3X:
-        # What changes is the build's (the argv, the vhost), the same on both versions; the two restarts
-        # of a 3.x server cost about 90 s of the suite.
-        pytest.skip("switching modes is tested on 2.9.2")
     experiment_id = alice_work["tracking"]["experiment_id"]
     runs = run_ids(team, experiment_id, team.credentials)
     assert alice_work["tracking"]["run_id"] in runs
@@ -594,11 +591,8 @@ def test_backup_and_restore_carry_the_users_and_their_permissions(team, people, 
                                                        people["alice"])
 
 
+@pytest.mark.only_on(DEFAULT_VERSION)  # the upgrade starts from 2.9.2
 def test_upgrading_2_9_2_to_3_17_2_keeps_users_and_permissions(team, people, alice_work, mlflow_version):
-    from tests.e2e.conftest import NEWEST_3X
-
-    if mlflow_version == NEWEST_3X:
-        pytest.skip("the upgrade starts from 2.9.2")
     assert users(team, "add", "dave", "--password-stdin", stdin="dave-password-0123\n").returncode == 0
     assert users(team, "grant", "dave", "experiment", EXPERIMENT, "READ").returncode == 0
     dave = ("dave", "dave-password-0123")
